@@ -1,0 +1,48 @@
+"""Shared fixtures: every test gets its own llmeval home, and never touches $HOME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BIN = REPO / "bin"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    home = tmp_path_factory.mktemp("llmeval-home")
+    monkeypatch.setenv("LLMEVAL_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LLMEVAL_DATA", raising=False)
+    monkeypatch.delenv("LLMEVAL_CACHE", raising=False)
+    return home
+
+
+def run_cmd(
+    args: list[str],
+    *,
+    input: bytes | None = None,
+    env: dict | None = None,
+    timeout: float = 120,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run one of the bin/ commands (or any command) as a real subprocess."""
+    # bin/ shims run under the test interpreter, so the venv's packages are seen.
+    cmd = [sys.executable, str(BIN / args[0]), *args[1:]] if (BIN / args[0]).exists() else args
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        cmd, input=input, capture_output=True, env=full_env, timeout=timeout, cwd=cwd
+    )
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

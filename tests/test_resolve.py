@@ -1,0 +1,242 @@
+import subprocess
+import sys
+
+import orjson
+import pytest
+from conftest import FIXTURES, run_cmd
+
+from llmeval.datasets import REGISTRY
+from llmeval.resolve import FieldMap, main, resolve, shard_of
+
+RESOLVE_FIELDS = {
+    "id",
+    "dataset",
+    "task_id",
+    "category",
+    "prompt",
+    "messages",
+    "stop",
+    "scorer",
+    "reference",
+    "dataset_hash",
+    "source",
+}
+
+
+def lines(out: bytes) -> list[dict]:
+    return [orjson.loads(line) for line in out.splitlines()]
+
+
+def test_humaneval_164_records_with_contract_fields():
+    recs = list(resolve(["humaneval"]))
+    assert len(recs) == 164
+    assert len({r["id"] for r in recs}) == 164
+    first = recs[0]
+    assert set(first) == RESOLVE_FIELDS
+    assert first["id"] == "humaneval/HumanEval/0"
+    assert first["task_id"] == "HumanEval/0"
+    assert first["scorer"] == "code_exec"
+    assert first["category"] == "coding"
+    assert first["messages"] is None
+    assert first["prompt"].startswith("from typing import List")
+    ref = first["reference"]
+    assert ref["style"] == "humaneval" and ref["prompt_is_code"] is True
+    assert ref["entry_point"] == "has_close_elements"
+    assert "def check(candidate)" in ref["test"]
+    assert first["dataset_hash"].startswith("sha256:") and len(first["dataset_hash"]) == 71
+
+
+def test_cli_pipe_count_and_head_is_quiet():
+    out = run_cmd(["eval-resolve", "humaneval"])
+    assert out.returncode == 0 and out.stderr == b""
+    assert len(out.stdout.splitlines()) == 164
+    # eval-resolve humaneval | head -1: exit 0, nothing on stderr.
+    proc = subprocess.run(
+        f'{sys.executable} -m llmeval.resolve humaneval | head -1; echo "rc=${{PIPESTATUS[0]}}"',
+        shell=True,
+        capture_output=True,
+        executable="/bin/bash",
+    )
+    assert proc.stderr == b""
+    first, rc = proc.stdout.splitlines()
+    assert orjson.loads(first)["id"] == "humaneval/HumanEval/0"
+    assert rc in (b"rc=0", b"rc=141")  # 141 = killed by SIGPIPE, quietly; head's status is 0
+
+
+def test_shards_partition_the_set():
+    seen = []
+    for i in range(3):
+        seen += [r["id"] for r in resolve(["humaneval"], shard=(i, 3))]
+    assert sorted(seen) == sorted(r["id"] for r in resolve(["humaneval"]))
+    assert len(seen) == len(set(seen)) == 164
+    assert shard_of("humaneval/HumanEval/0", 3) == shard_of("humaneval/HumanEval/0", 3)
+
+
+def test_limit_then_shard():
+    limited = {r["id"] for r in resolve(["humaneval"], limit=10)}
+    sharded = [r["id"] for i in range(2) for r in resolve(["humaneval"], limit=10, shard=(i, 2))]
+    assert sorted(sharded) == sorted(limited) and len(limited) == 10
+
+
+def test_unknown_dataset_exit_1_one_line():
+    out = run_cmd(["eval-resolve", "nosuchset"])
+    assert out.returncode == 1
+    err = out.stderr.decode()
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(
+        "eval-resolve: error: unknown dataset 'nosuchset': known datasets are gsm8k, humaneval"
+    )
+    assert "searched" in err
+    assert out.stdout == b""
+
+
+def test_usage_error_exit_2():
+    out = run_cmd(["eval-resolve", "--shard", "5/3", "humaneval"])
+    assert out.returncode == 2
+    assert b"need 0 <= I < N" in out.stderr
+
+
+def test_published_formats_from_data_dir():
+    recs = list(resolve(["gsm8k", "mbpp", "mmlu", "medqa"], data_dirs=[str(FIXTURES)]))
+    by_ds: dict[str, list] = {}
+    for r in recs:
+        by_ds.setdefault(r["dataset"], []).append(r)
+    assert {k: len(v) for k, v in by_ds.items()} == {"gsm8k": 3, "mbpp": 3, "mmlu": 5, "medqa": 2}
+    g = by_ds["gsm8k"]
+    assert [r["reference"]["answer"] for r in g] == ["18", "3", "70000"]
+    assert g[0]["prompt"].startswith("Question: Janet") and g[0]["prompt"].endswith("\nAnswer:")
+    m = by_ds["mbpp"][0]
+    assert m["id"] == "mbpp/11" and m["reference"]["entry_point"] == "remove_Occ"
+    assert m["reference"]["style"] == "asserts" and m["reference"]["prompt_is_code"] is False
+    assert by_ds["mbpp"][1]["reference"]["entry_point"] == "similar_elements"
+    mm = by_ds["mmlu"]
+    assert [r["task_id"] for r in mm[:2]] == ["abstract_algebra/0", "abstract_algebra/1"]
+    assert [r["reference"]["label"] for r in mm] == ["B", "C", "D", "D", "D"]
+    assert "A. 0\nB. 4\nC. 2\nD. 6\nAnswer:" in mm[0]["prompt"]
+    assert [r["reference"]["label"] for r in by_ds["medqa"]] == ["D", "B"]
+    assert by_ds["medqa"][0]["category"] == "biomedical"
+
+
+def test_category_resolves_all_available(capsys):
+    warnings = []
+    recs = list(resolve([], categories=["coding"], data_dirs=[str(FIXTURES)], warn=warnings.append))
+    assert {r["dataset"] for r in recs} == {"humaneval", "mbpp"}
+    assert len(recs) == 167 and warnings == []
+    # Without the fixtures, mbpp is not here: skipped with a warning, humaneval still resolves.
+    recs = list(resolve([], categories=["coding"], warn=warnings.append))
+    assert len(recs) == 164
+    assert len(warnings) == 1 and warnings[0].startswith("skipping dataset 'mbpp' not found")
+
+
+def test_named_but_missing_dataset_is_an_error():
+    out = run_cmd(["eval-resolve", "gsm8k"], env={"LLMEVAL_DATA": "", "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 1
+    assert b"dataset 'gsm8k' not found (offline: HF_HUB_OFFLINE is set); searched" in out.stderr
+
+
+def test_env_search_path(monkeypatch):
+    monkeypatch.setenv("LLMEVAL_DATA", str(FIXTURES))
+    assert len(list(resolve(["gsm8k"]))) == 3
+
+
+def test_chat_messages():
+    rec = next(resolve(["humaneval"], chat=True, limit=1))
+    assert rec["messages"][0]["role"] == "user"
+    assert rec["messages"][0]["content"].endswith(rec["prompt"])
+    assert rec["stop"] == []
+
+
+def test_custom_csv_with_field_mapping():
+    recs = list(
+        resolve([str(FIXTURES / "custom.csv")], fields=FieldMap(prompt="question", answer="answer"))
+    )
+    assert [(r["id"], r["prompt"], r["reference"]["answer"]) for r in recs] == [
+        ("custom/q1", "What is 2+3?", "5"),
+        ("custom/q2", "What is 10*10?", "100"),
+    ]
+    assert recs[0]["scorer"] == "exact_match" and recs[0]["category"] == "custom"
+
+
+def test_custom_parquet_and_json(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table(
+            {"q": ["a?", "b?"], "gold": ["A", "C"], "opts": [["x", "y", "z"], ["u", "v", "w"]]}
+        ),
+        tmp_path / "mc.parquet",
+    )
+    recs = list(
+        resolve(
+            [str(tmp_path / "mc.parquet")],
+            fields=FieldMap(prompt="q", answer="gold", choices="opts", scorer="multiple_choice"),
+        )
+    )
+    assert [r["reference"]["label"] for r in recs] == ["A", "C"]
+    assert recs[0]["prompt"] == "a?\nA. x\nB. y\nC. z\nAnswer:"
+    (tmp_path / "d.json").write_text('[{"prompt": "p", "answer": 7}]')
+    assert next(resolve([str(tmp_path / "d.json")]))["reference"] == {"answer": "7"}
+
+
+def test_custom_file_missing_field_names_line():
+    out = run_cmd(["eval-resolve", str(FIXTURES / "custom.csv")])
+    assert out.returncode == 1
+    assert (
+        out.stderr.decode()
+        == f'eval-resolve: error: {FIXTURES / "custom.csv"}:1: no field "prompt" (set --prompt-field)\n'
+    )
+
+
+def test_malformed_custom_file_names_file_and_line(tmp_path):
+    outfile = tmp_path / "out.jsonl"
+    outfile.write_text('{"kept": true}\n')
+    out = run_cmd(["eval-resolve", str(FIXTURES / "broken.jsonl"), "-o", str(outfile)])
+    assert out.returncode == 1
+    assert out.stderr.decode().startswith(
+        f"eval-resolve: error: {FIXTURES / 'broken.jsonl'}:2: invalid JSON"
+    )
+    # The existing output keeps what it had (the good first record is appended, nothing torn).
+    assert outfile.read_text().startswith('{"kept": true}\n')
+    assert all(orjson.loads(x) for x in outfile.read_text().splitlines())
+
+
+def test_list_reports_where_or_why():
+    assert main(["--list", "--data-dir", str(FIXTURES)]) == 0
+
+
+def test_list_cli(tmp_path):
+    out = run_cmd(["eval-resolve", "--list"], env={"HF_HUB_OFFLINE": "1"})
+    rows = {r["name"]: r for r in lines(out.stdout)}
+    assert set(rows) == set(REGISTRY)
+    assert rows["humaneval"]["resolves"] is True and rows["humaneval"]["source"] == "package"
+    assert rows["gsm8k"]["resolves"] is False
+    assert "HF_HUB_OFFLINE" in rows["gsm8k"]["problem"]
+    out = run_cmd(["eval-resolve", "--list", "--data-dir", str(FIXTURES)])
+    rows = {r["name"]: r for r in lines(out.stdout)}
+    assert (
+        rows["gsm8k"]["path"] == str(FIXTURES / "gsm8k.jsonl")
+        and rows["gsm8k"]["source"] == "--data-dir"
+    )
+
+
+def test_no_heavy_imports():
+    code = (
+        "import sys, llmeval.resolve, llmeval.records, llmeval.presets, llmeval.provenance;"
+        "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'numpy', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_has_pipeline_example():
+    out = run_cmd(["eval-resolve", "--help"])
+    assert out.returncode == 0
+    assert b"eval-resolve humaneval --limit 4 | eval-generate" in out.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["--category", "nope"]])
+def test_nothing_to_resolve(args):
+    out = run_cmd(["eval-resolve", *args])
+    assert out.returncode in (1, 2)
+    assert out.stderr.count(b"\n") == 1
