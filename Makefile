@@ -28,7 +28,7 @@ install-server: $(STAMP)
 	$(PY) -c 'import llama_cpp.server' 2>/dev/null || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet --no-cache-dir 'llama-cpp-python[server]'
 
-test: install
+test: install install-server
 	$(PY) -m pytest
 
 test-fast: install
@@ -49,4 +49,4 @@ clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 demo: install
-	$(VENV)/bin/eval-resolve humaneval | wc -l
+	$(VENV)/bin/eval-resolve humaneval --limit 4 | $(VENV)/bin/eval-generate --model gemma3-270m --max-tokens 64 --progress

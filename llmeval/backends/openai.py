@@ -1,0 +1,228 @@
+"""The ``openai`` backend: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs).
+
+Records with ``messages`` go to ``/chat/completions``, the others to
+``/completions``. Requests run ``engine.concurrency`` at a time; 429, 5xx,
+connection errors and timeouts are retried with exponential backoff (honouring
+``Retry-After``) up to ``engine.max_retries`` times; then the samples become
+error records. Servers that ignore ``n`` (llama.cpp) are asked again until every
+sample has a choice. Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import orjson
+
+from llmeval.backends import Backend, Completion, Request, failed, truncate_at_stop
+from llmeval.cli import StageError
+from llmeval.models import ModelRef
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class HTTPFailure(Exception):
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def _base(url: str | None) -> str:
+    url = url or os.environ.get("OPENAI_BASE_URL")
+    if not url:
+        raise StageError(
+            "the openai backend needs --base-url (or $OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1"
+        )
+    return url.rstrip("/")
+
+
+def _call(url: str, body: dict[str, Any] | None, key: str | None, timeout: float) -> Any:
+    data = orjson.dumps(body) if body is not None else None
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    req.add_header("Content-Type", "application/json")
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode("utf-8", "replace").strip()
+        retry_after = exc.headers.get("Retry-After") if exc.headers else None
+        try:
+            wait_s = float(retry_after) if retry_after else None
+        except ValueError:
+            wait_s = None
+        raise HTTPFailure(
+            f"HTTP {exc.code} from {url}: {detail}", exc.code in RETRY_STATUS, wait_s
+        ) from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise HTTPFailure(f"cannot reach {url}: {reason}", True) from None
+    except orjson.JSONDecodeError:
+        raise HTTPFailure(f"{url} answered with something that is not JSON", True) from None
+
+
+def served_model(name: str, base_url: str | None, key_env: str = "OPENAI_API_KEY") -> ModelRef:
+    """Identify a served model from ``GET /models`` (the entry's fields minus ``created``)."""
+    base = _base(base_url)
+    try:
+        listing = _call(f"{base}/models", None, os.environ.get(key_env), 30)
+    except HTTPFailure as exc:
+        raise StageError(f"openai backend: {exc}") from None
+    entries = [m for m in (listing.get("data") or []) if isinstance(m, dict)]
+    entry = next((m for m in entries if m.get("id") == name), None)
+    if entry is None and len(entries) == 1:
+        entry = entries[0]  # single-model servers (llama.cpp) answer to any name
+    ident = {k: v for k, v in (entry or {"id": name}).items() if k not in ("created", "object")}
+    rev = (
+        "served:"
+        + hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    )
+    model_id = f"openai:{base}#{name}"
+    return ModelRef(name, "served", model_id, rev, f"{model_id}@{rev}", None)
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.base = _base(self.engine.get("base_url"))
+        self.key = os.environ.get(self.engine.get("api_key_env") or "OPENAI_API_KEY")
+        self.timeout = float(self.engine.get("request_timeout") or 600)
+        retries = self.engine.get("max_retries")
+        self.retries = 5 if retries is None else int(retries)
+        self.concurrency = int(self.engine.get("concurrency") or 8)
+        self.extra = dict(self.engine.get("extra_body") or {})
+        self.backoff = float(self.engine.get("backoff_s") or 0.5)
+        self.facts.update(
+            base_url=self.base, concurrency=self.concurrency, max_retries=self.retries
+        )
+        self.requests_sent = 0
+        self.retried = 0
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["engine"] = {k: v for k, v in d["engine"].items() if k != "api_key_env"} | {
+            "api_key_env": self.engine.get("api_key_env")
+        }
+        return d
+
+    def _body(self, req: Request, n: int, seed: int | None) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model.name,
+            "max_tokens": req.sampling.max_tokens,
+            "temperature": req.sampling.temperature,
+            "top_p": req.sampling.top_p,
+            "n": n,
+        }
+        if req.sampling.stop:
+            body["stop"] = list(req.sampling.stop)
+        if seed is not None:
+            body["seed"] = seed
+        body.update(self.extra)
+        if req.messages is not None:
+            body["messages"] = req.messages
+            return f"{self.base}/chat/completions", body
+        body["prompt"] = req.prompt
+        return f"{self.base}/completions", body
+
+    def _post(self, url: str, body: dict[str, Any]) -> Any:
+        attempt = 0
+        while True:
+            self.requests_sent += 1
+            try:
+                return _call(url, body, self.key, self.timeout)
+            except HTTPFailure as exc:
+                if not exc.retryable or attempt >= self.retries:
+                    suffix = f" (after {attempt} retries)" if attempt else ""
+                    raise HTTPFailure(f"{exc}{suffix}", False) from None
+                delay = (
+                    exc.retry_after
+                    if exc.retry_after is not None
+                    else min(self.backoff * 2**attempt, 30.0) * (0.5 + random.random())
+                )
+                attempt += 1
+                self.retried += 1
+                time.sleep(delay)
+
+    def _one(self, req: Request) -> list[Completion]:
+        """All samples of one request, asking again while the server returns fewer than n."""
+        results: list[Completion] = []
+        remaining = list(zip(req.samples, req.seeds))
+        while remaining:
+            url, body = self._body(req, len(remaining), remaining[0][1])
+            try:
+                reply = self._post(url, body)
+            except HTTPFailure as exc:
+                partial = Request(
+                    req.prompt,
+                    req.messages,
+                    [s for s, _ in remaining],
+                    [sd for _, sd in remaining],
+                    req.sampling,
+                    req.tag,
+                )
+                return results + list(failed(partial, str(exc)))
+            choices = [c for c in (reply.get("choices") or []) if isinstance(c, dict)]
+            if not choices:
+                partial = Request(
+                    req.prompt,
+                    req.messages,
+                    [s for s, _ in remaining],
+                    [sd for _, sd in remaining],
+                    req.sampling,
+                    req.tag,
+                )
+                return results + list(failed(partial, f"{url}: reply without choices"))
+            usage = reply.get("usage") or {}
+            choices.sort(key=lambda c: c.get("index", 0))
+            for choice in choices[: len(remaining)]:
+                sample, _ = remaining.pop(0)
+                if req.messages is not None:
+                    text = (choice.get("message") or {}).get("content") or ""
+                else:
+                    text = choice.get("text") or ""
+                # Servers differ on whether the stop string is included; cut it either way.
+                text, _ = truncate_at_stop(text, req.sampling.stop)
+                finish = choice.get("finish_reason") or "stop"
+                tokens = usage.get("completion_tokens") if len(choices) == 1 else None
+                results.append(
+                    Completion(
+                        req,
+                        sample,
+                        text,
+                        "length" if finish == "length" else "stop",
+                        usage.get("prompt_tokens"),
+                        tokens,
+                    )
+                )
+        return results
+
+    def generate(self, requests: list[Request]) -> Iterator[Completion]:
+        with ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="llmeval-openai"
+        ) as pool:
+            pending: set[Future[list[Completion]]] = set()
+            queue = iter(requests)
+            for req in queue:
+                pending.add(pool.submit(self._one, req))
+                if len(pending) >= self.concurrency * 2:
+                    break
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    yield from fut.result()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending.add(pool.submit(self._one, nxt))
+        self.facts.update(requests_sent=self.requests_sent, retries=self.retried)

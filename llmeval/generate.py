@@ -1,0 +1,506 @@
+"""eval-generate: prompt records -> one sample record per (prompt, sample index).
+
+    eval-resolve humaneval --limit 4 | eval-generate --model gemma3-270m --max-tokens 64
+
+Every sample has a ``key`` (docs/records.md). Samples already in ``-o OUT`` are
+skipped (resume); samples in the shared cache are answered without touching
+the model; the rest go to the backend in chunks and are written as they
+finish, so output order may differ from input order (sort by ``id`` and
+``sample`` when order matters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import orjson
+
+import llmeval
+from llmeval import cli
+from llmeval.backends import Backend, Request, Sampling
+from llmeval.models import ModelRef
+from llmeval.records import DataError, Record
+
+PROG = "eval-generate"
+EXIT_SOME_FAILED = 3
+
+EPILOG = """\
+examples:
+  eval-resolve humaneval --limit 4 | eval-generate --model gemma3-270m --max-tokens 64 | jq -c
+  eval-resolve humaneval | eval-generate --model Qwen/Qwen2.5-7B --preset h100 -n 10 --temperature 0.8 -o gen.jsonl
+  eval-resolve gsm8k | eval-generate --backend openai --base-url http://127.0.0.1:8000/v1 --model my-served-model
+  eval-generate --model gemma3-270m --preset cpu --print-config
+
+Re-running with the same -o OUT appends only the missing samples; generations
+are cached by key in --cache-dir (default $LLMEVAL_CACHE or ~/.cache/llmeval/cache).
+Exit status: 0 all samples generated, 1 bad input or backend failure,
+2 usage error, 3 finished but some samples carry an "error".
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    temperature: float
+    top_p: float
+    max_tokens: int
+    n: int
+    seed: int
+    chunk_size: int
+
+
+def sample_key(
+    model: ModelRef, record: Record, settings: Settings, stop: list[str], sample: int
+) -> str:
+    """The content hash of one generation, exactly as docs/records.md defines it."""
+    payload = {
+        "v": 1,
+        "model_id": model.model_id,
+        "model_revision": model.revision,
+        "tokenizer": model.tokenizer,
+        "prompt": None if record.get("messages") else record.get("prompt"),
+        "messages": record.get("messages") or None,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_tokens": settings.max_tokens,
+        "stop": sorted(stop),
+        "seed": settings.seed if settings.temperature > 0 else None,
+        "sample": sample,
+    }
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def sample_seed(seed: int, key: str) -> int | None:
+    """A per-sample seed from the run seed and the key: independent of batching and order."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _check_record(where: str, rec: Record) -> None:
+    messages = rec.get("messages")
+    if messages is not None:
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and "content" in m for m in messages
+        ):
+            raise DataError(where, 'field "messages" must be a list of {"role", "content"} objects')
+    elif not isinstance(rec.get("prompt"), str):
+        raise DataError(where, 'no field "prompt" (a string) or "messages"')
+    stop = rec.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise DataError(where, 'field "stop" must be a list of strings')
+
+
+class Tally:
+    """Counts for the progress bar, the heartbeat and the closing summary."""
+
+    def __init__(self) -> None:
+        self.total = self.done = self.generated = self.cached = self.skipped = self.errors = 0
+        self.output_tokens = self.prompt_tokens = 0
+
+
+def generate(
+    numbered: Iterable[tuple[str, Record]],
+    backend: Backend,
+    settings: Settings,
+    *,
+    run_id: str,
+    preset_name: str,
+    cache: Any = None,
+    done_keys: set[str] | None = None,
+    tally: Tally | None = None,
+    on_progress: Callable[[Tally], None] | None = None,
+) -> Iterator[Record]:
+    """Map prompt records to sample records (see module docstring).
+
+    ``numbered`` yields ``(where, record)`` pairs, ``where`` being
+    ``FILE:LINE`` for error messages. ``done_keys`` are skipped (resume);
+    ``cache`` answers known keys and stores new successes.
+    """
+    tally = tally or Tally()
+    done_keys = done_keys or set()
+    model = backend.model
+    params_base = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_tokens": settings.max_tokens,
+        "n": settings.n,
+        "seed": settings.seed,
+    }
+
+    def emit(
+        rec: Record,
+        sample: int,
+        key: str,
+        completion: str | None,
+        finish: str,
+        usage: dict[str, Any],
+        error: str | None,
+        cached: bool,
+    ) -> Record:
+        out = dict(rec)
+        out.update(
+            model=model.name,
+            model_id=model.model_id,
+            model_revision=model.revision,
+            backend=backend.name,
+            preset=preset_name,
+            sample=sample,
+            params={**params_base, "stop": list(rec.get("stop", []))},
+            completion=completion,
+            finish_reason=finish,
+            usage=usage,
+            error=error,
+            cached=cached,
+            key=key,
+            run_id=run_id,
+            llmeval_version=llmeval.__version__,
+        )
+        return out
+
+    iterator = iter(numbered)
+    while True:
+        chunk = list(islice(iterator, settings.chunk_size))
+        if not chunk:
+            break
+        requests: list[Request] = []
+        for where, rec in chunk:
+            _check_record(where, rec)
+            stop = list(rec.get("stop", []))
+            keys = [sample_key(model, rec, settings, stop, s) for s in range(settings.n)]
+            tally.total += settings.n
+            pending: list[int] = []
+            for s, key in enumerate(keys):
+                if key in done_keys:
+                    tally.skipped += 1
+                    tally.done += 1
+                    continue
+                hit = cache.get(key) if cache is not None else None
+                if hit is not None:
+                    tally.cached += 1
+                    tally.done += 1
+                    yield emit(
+                        rec,
+                        s,
+                        key,
+                        hit["completion"],
+                        hit["finish_reason"],
+                        hit.get("usage") or {},
+                        None,
+                        True,
+                    )
+                else:
+                    pending.append(s)
+            if pending:
+                requests.append(
+                    Request(
+                        prompt=rec.get("prompt"),
+                        messages=rec.get("messages") or None,
+                        samples=pending,
+                        seeds=[
+                            sample_seed(settings.seed, keys[s])
+                            if settings.temperature > 0
+                            else None
+                            for s in pending
+                        ],
+                        sampling=Sampling(
+                            settings.temperature, settings.top_p, settings.max_tokens, tuple(stop)
+                        ),
+                        tag=(rec, keys),
+                    )
+                )
+        if on_progress:
+            on_progress(tally)
+        if not requests:
+            continue
+        for c in backend.generate(requests):
+            rec, keys = c.request.tag
+            key = keys[c.sample]
+            usage = {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
+            tally.done += 1
+            if c.error:
+                tally.errors += 1
+            else:
+                tally.generated += 1
+                tally.output_tokens += c.completion_tokens or 0
+                tally.prompt_tokens += c.prompt_tokens or 0
+                if cache is not None:
+                    cache.put(
+                        key,
+                        {
+                            "completion": c.text,
+                            "finish_reason": c.finish_reason,
+                            "usage": usage,
+                            "model_id": model.model_id,
+                        },
+                    )
+            yield emit(rec, c.sample, key, c.text, c.finish_reason, usage, c.error, False)
+            if on_progress:
+                on_progress(tally)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def build_parser() -> cli.Parser:
+    p = cli.Parser(PROG, "Generate completions for prompt records (JSONL in, JSONL out).", EPILOG)
+    p.add_argument(
+        "inputs", nargs="*", metavar="FILE", help="prompt records (default: stdin; .gz ok)"
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="M",
+        help="alias (gemma3-270m), local folder, hub id, or the served model name (openai)",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["auto", "vllm", "hf", "openai"],
+        help="generation backend (default: the preset's, else auto)",
+    )
+    p.add_argument(
+        "--preset", default="base", metavar="P", help="preset name or .toml path (default: base)"
+    )
+    p.add_argument("-n", type=cli.positive_int, dest="n", metavar="N", help="samples per prompt")
+    p.add_argument("--temperature", type=cli.nonneg_float, metavar="T", help="0 = greedy")
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass")
+    p.add_argument("--max-tokens", type=cli.positive_int, metavar="K", help="new tokens per sample")
+    p.add_argument(
+        "--seed", type=int, metavar="S", help="run seed (per-sample seeds derive from it)"
+    )
+    p.add_argument(
+        "--batch-size", type=cli.positive_int, metavar="B", help="hf: rows per forward pass"
+    )
+    p.add_argument(
+        "--concurrency", type=cli.positive_int, metavar="C", help="openai: requests in flight"
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="hf: device")
+    p.add_argument(
+        "--dtype", choices=["auto", "float16", "bfloat16", "float32"], help="weights dtype"
+    )
+    p.add_argument("--revision", metavar="R", help="hub revision of --model")
+    p.add_argument(
+        "--cache-dir", metavar="D", help="shared generation cache (default: $LLMEVAL_CACHE)"
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--run-dir", metavar="D", help="where the heartbeat and run record go")
+    p.add_argument(
+        "--base-url", metavar="URL", help="openai: server base URL, e.g. http://127.0.0.1:8000/v1"
+    )
+    p.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="VAR",
+        help="openai: environment variable holding the API key (default: OPENAI_API_KEY)",
+    )
+    p.add_argument(
+        "--extra-body",
+        metavar="JSON",
+        help="openai: extra request fields, e.g. '{\"repeat_penalty\": 1.0}'",
+    )
+    p.add_argument(
+        "--progress",
+        action=cli.argparse.BooleanOptionalAction,
+        default=None,
+        help="tqdm progress bar on stderr (default: when stderr is a terminal)",
+    )
+    p.add_argument(
+        "--print-config", action="store_true", help="print the effective preset as JSON and exit"
+    )
+    cli.add_common(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run(PROG, lambda: _main(args), args.verbose)
+
+
+def _main(args: Any) -> int:
+    from llmeval import backends, presets, provenance, telemetry
+    from llmeval.cache import GenerationCache
+    from llmeval.datasets import user_cache_dir
+    from llmeval.models import resolve_model
+    from llmeval.records import AppendWriter, existing_values, read_many_numbered
+
+    preset = presets.load_preset(args.preset)
+    preset = presets.apply_overrides(
+        preset,
+        "sampling",
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )
+    preset = presets.apply_overrides(
+        preset,
+        "engine",
+        backend=args.backend,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    if args.print_config:
+        sys.stdout.buffer.write(orjson.dumps(preset, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    engine, sampling = preset["engine"], preset["sampling"]
+    name, note = backends.choose(engine.get("backend", "auto"), args.base_url)
+    if note:
+        cli.log(PROG, note)
+    engine = {**engine, "backend": name}
+    if name == "openai":
+        from llmeval.backends.openai import served_model
+
+        model = served_model(args.model, args.base_url)
+        engine.update(
+            base_url=args.base_url,
+            api_key_env=args.api_key_env,
+            extra_body=_extra_body(args.extra_body),
+        )
+    else:
+        model = resolve_model(args.model, revision=args.revision)
+    backend = backends.load_backend_class(name)(model, engine, lambda m: cli.log(PROG, m))
+    settings = Settings(
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+        max_tokens=sampling["max_tokens"],
+        n=sampling["n"],
+        seed=sampling["seed"],
+        chunk_size=int(engine.get("chunk_size") or 1024),
+    )
+
+    run = provenance.run_record(
+        "generate",
+        preset=preset,
+        seed=settings.seed,
+        extra={
+            "backend": backend.describe(),
+            "model": {
+                "name": model.name,
+                "model_id": model.model_id,
+                "revision": model.revision,
+                "kind": model.kind,
+            },
+        },
+    )
+    metrics_path, runs_path = telemetry.run_paths(
+        args.output, args.run_dir, run["run_id"], user_cache_dir()
+    )
+    with AppendWriter(runs_path) as w:
+        w.write(run)
+    done_keys = existing_values(args.output) if args.output else set()
+    cache = None if args.no_cache else GenerationCache(args.cache_dir)
+    inputs = args.inputs
+    cli.check_stdin(PROG, inputs)
+    numbered = read_many_numbered(inputs)
+    if args.limit:
+        numbered = islice(numbered, args.limit)
+
+    heartbeat = telemetry.Heartbeat(
+        metrics_path,
+        run=run,
+        info={
+            "model": model.name,
+            "backend": name,
+            "output": args.output,
+            "preset": preset["name"],
+            "input": inputs or ["-"],
+        },
+    )
+    tally = Tally()
+    bar = _progress_bar(args.progress)
+    t0 = time.monotonic()
+
+    def progress(t: Tally) -> None:
+        heartbeat.update(
+            total=t.total,
+            done=t.done,
+            generated=t.generated,
+            cached=t.cached,
+            skipped=t.skipped,
+            errors=t.errors,
+            output_tokens=t.output_tokens,
+            prompt_tokens=t.prompt_tokens,
+        )
+        if bar is not None:
+            bar.total = t.total
+            bar.n = t.done
+            elapsed = max(time.monotonic() - t0, 1e-9)
+            bar.set_postfix(
+                tok_s=f"{t.output_tokens / elapsed:.1f}",
+                cached=t.cached,
+                errors=t.errors,
+                refresh=False,
+            )
+            bar.refresh()
+
+    out = AppendWriter(args.output)
+    state = "failed"
+    try:
+        for rec in generate(
+            numbered,
+            backend,
+            settings,
+            run_id=run["run_id"],
+            preset_name=preset["name"],
+            cache=cache,
+            done_keys=done_keys,
+            tally=tally,
+            on_progress=progress,
+        ):
+            out.write(rec)
+        state = "finished"
+    finally:
+        out.close()
+        if cache is not None:
+            cache.close()
+        backend.close()
+        if bar is not None:
+            bar.close()
+        progress(tally)
+        heartbeat.update(backend_facts=backend.describe())
+        heartbeat.finish(state)
+    elapsed = time.monotonic() - t0
+    rate = f", {tally.output_tokens / elapsed:.1f} tokens/s" if tally.generated else ""
+    cli.log(
+        PROG,
+        f"{tally.total} samples: {tally.generated} generated, {tally.cached} from cache, "
+        f"{tally.skipped} already in output, {tally.errors} errors ({elapsed:.1f} s{rate})",
+    )
+    if tally.errors:
+        cli.log(PROG, f'{tally.errors} samples failed; their records carry an "error" field')
+        return EXIT_SOME_FAILED
+    return 0
+
+
+def _extra_body(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise cli.StageError(f"--extra-body: invalid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise cli.StageError("--extra-body: expected a JSON object")
+    return value
+
+
+def _progress_bar(flag: bool | None) -> Any:
+    if flag is False or (flag is None and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=0, unit="sample", desc=PROG, file=sys.stderr, dynamic_ncols=True, mininterval=0.5
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Heartbeat / metrics files for eval-monitor (fields: docs/monitor.md).
+
+A :class:`Heartbeat` rewrites one small JSON file atomically (temp + rename)
+at most every ``interval`` seconds, and always on :meth:`finish`. It keeps a
+short history of (time, done, output tokens) so a monitor can show recent
+rates and a run that slowed down.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HISTORY = 120  # points kept; at the default interval that is the last ~10 minutes
+
+
+class Heartbeat:
+    def __init__(
+        self, path: Path, *, run: dict[str, Any], info: dict[str, Any], interval: float = 5.0
+    ):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.run = run
+        self.interval = interval
+        self.started = time.time()
+        self.state: dict[str, Any] = {
+            "type": "metrics",
+            "run_id": run["run_id"],
+            "stage": run["stage"],
+            "pid": os.getpid(),
+            "host": run.get("host"),
+            "slurm": run.get("slurm"),
+            "started_at": self.started,
+            "state": "running",
+            "total": None,
+            "done": 0,
+            "generated": 0,
+            "cached": 0,
+            "skipped": 0,
+            "errors": 0,
+            "output_tokens": 0,
+            "prompt_tokens": 0,
+            **info,
+        }
+        self.history: deque[list[float]] = deque(maxlen=HISTORY)
+        self._last = 0.0
+        self.write(force=True)
+
+    def update(self, **counts: Any) -> None:
+        """Set counters (absolute values) and write if the interval has passed."""
+        self.state.update(counts)
+        self.write()
+
+    def add(self, **deltas: int) -> None:
+        for k, v in deltas.items():
+            self.state[k] = self.state.get(k, 0) + v
+        self.write()
+
+    def write(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        s = self.state
+        self.history.append([round(now, 3), s["done"], s["output_tokens"]])
+        elapsed = max(now - self.started, 1e-9)
+        s["updated_at"] = now
+        s["elapsed_s"] = round(elapsed, 3)
+        # Rates count the work this run did, not what it found in the cache or in OUT.
+        s["samples_per_s"] = round(s["generated"] / elapsed, 4)
+        s["tokens_per_s"] = round(s["output_tokens"] / elapsed, 3)
+        recent = [h for h in self.history if now - h[0] <= 60] or list(self.history)
+        if len(recent) >= 2 and recent[-1][0] > recent[0][0]:
+            span = recent[-1][0] - recent[0][0]
+            s["recent_samples_per_s"] = round((recent[-1][1] - recent[0][1]) / span, 4)
+            s["recent_tokens_per_s"] = round((recent[-1][2] - recent[0][2]) / span, 3)
+        else:
+            s["recent_samples_per_s"] = s["samples_per_s"]
+            s["recent_tokens_per_s"] = s["tokens_per_s"]
+        remaining = (s["total"] - s["done"]) if s["total"] is not None else None
+        rate = s["recent_samples_per_s"] or s["samples_per_s"]
+        s["eta_s"] = round(remaining / rate, 1) if remaining is not None and rate > 0 else None
+        s["history"] = list(self.history)
+        s["run"] = self.run
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(orjson.dumps(s))
+        os.replace(tmp, self.path)
+
+    def finish(self, state: str = "finished") -> None:
+        self.state["state"] = state
+        self.state["finished_at"] = time.time()
+        self.write(force=True)
+
+
+def run_paths(
+    output: str | None, run_dir: str | None, run_id: str, home: Path
+) -> tuple[Path, Path]:
+    """Where a run's metrics file and run record go (docs/records.md, "Run records")."""
+    if run_dir:
+        d = Path(run_dir)
+        return d / "metrics.json", d / "runs.jsonl"
+    if output and output != "-":
+        return Path(output + ".metrics.json"), Path(output + ".runs.jsonl")
+    d = home / "runs" / run_id
+    return d / "metrics.json", d / "runs.jsonl"
