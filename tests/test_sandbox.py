@@ -380,7 +380,10 @@ def test_no_temp_dirs_left():
     import tempfile
 
     with SandboxPool(1, Limits(timeout=2.0)) as own:
-        v = run(own, {"ok": prog("open('scratch.txt', 'w').write('x')\ndef add(a, b):\n    return a + b\n")})
+        v = run(
+            own,
+            {"ok": prog("open('scratch.txt', 'w').write('x')\ndef add(a, b):\n    return a + b\n")},
+        )
         assert v["ok"].status == PASS
         pattern = os.path.join(tempfile.gettempdir(), f"llmeval-cand-{own.uids[0]}-*")
     if ROOT:

