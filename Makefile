@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.llmeval-installed
 # segfaults on some CPUs, see docs), compiled once (~6 min on 2 cores).
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install install-server test test-fast check lint types demo clean bench
+.PHONY: install install-server install-system test test-fast check lint types demo clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ install-server: $(STAMP)
 	$(PY) -c 'import llama_cpp.server' 2>/dev/null || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet --no-cache-dir 'llama-cpp-python[server]'
 
-test: install install-server
+# Debian packages the tests drive for real (tmux for eval-monitor's terminal test); as root only.
+install-system:
+	@command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux >/dev/null) || \
+	  echo "tmux not installed: the terminal test of eval-monitor will be skipped"; }
+
+test: install install-server install-system
 	$(PY) -m pytest
 
 test-fast: install

@@ -101,6 +101,7 @@ class Tally:
     def __init__(self) -> None:
         self.total = self.done = self.generated = self.cached = self.skipped = self.errors = 0
         self.output_tokens = self.prompt_tokens = 0
+        self.datasets: set[str] = set()
 
 
 def generate(
@@ -173,6 +174,8 @@ def generate(
             stop = list(rec.get("stop", []))
             keys = [sample_key(model, rec, settings, stop, s) for s in range(settings.n)]
             tally.total += settings.n
+            if isinstance(rec.get("dataset"), str):
+                tally.datasets.add(rec["dataset"])
             pending: list[int] = []
             for s, key in enumerate(keys):
                 if key in done_keys:
@@ -428,6 +431,7 @@ def _main(args: Any) -> int:
             errors=t.errors,
             output_tokens=t.output_tokens,
             prompt_tokens=t.prompt_tokens,
+            datasets=sorted(t.datasets)[:20],
         )
         if bar is not None:
             bar.total = t.total

@@ -139,6 +139,8 @@ class Counts:
         self.by_status = dict.fromkeys(STATUSES, 0)
         self.total = 0
         self.skipped = 0
+        self.datasets: set[str] = set()
+        self.models: set[str] = set()
 
 
 class LazyPool:
@@ -212,6 +214,8 @@ def score(
                 counts.skipped += 1
                 continue
             counts.total += 1
+            counts.datasets.add(str(rec.get("dataset")))
+            counts.models.add(str(rec.get("model")))
             i, seq = seq, seq + 1
             started = time.monotonic()
             if rec.get("error") or rec.get("completion") is None:
@@ -365,6 +369,8 @@ def _main(args: Any) -> int:
             errors=c.by_status[ERROR],
             generated=done_now,
             statuses=dict(c.by_status),
+            datasets=sorted(c.datasets)[:20],
+            model=",".join(sorted(c.models))[:60],
         )
         if bar is not None:
             bar.n = done_now

@@ -1,0 +1,529 @@
+"""eval-monitor: a live view of runs (heartbeat files), GPUs (NVML) and SLURM array tasks.
+
+    eval-monitor results/my-campaign            # live, redrawn in place; Ctrl-C quits
+    eval-monitor results/my-campaign --once     # one snapshot
+    eval-monitor results/my-campaign --json     # JSONL snapshots (docs/monitor.md)
+
+Runs are found by their heartbeat files (``*.metrics.json`` beside outputs,
+``metrics.json`` in run directories) under the given directories (default:
+``$LLMEVAL_HOME/runs``). A running run whose heartbeat is older than
+``--stall`` seconds, or whose process is gone on this host, is *stalled*.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llmeval import cli
+
+PROG = "eval-monitor"
+WIDTH = 80
+SPARK = "▁▂▃▄▅▆▇█"
+EPILOG = """\
+examples:
+  eval-monitor results/my-campaign                 # live view; Ctrl-C quits
+  eval-monitor results/my-campaign --once          # one plain snapshot
+  eval-monitor --json --interval 10 | jq -c '.runs[] | select(.state == "stalled")'
+"""
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def find_heartbeats(dirs: list[str]) -> list[Path]:
+    found: set[Path] = set()
+    for d in dirs:
+        if os.path.isfile(d):
+            found.add(Path(d))
+            continue
+        for pattern in ("**/*.metrics.json", "**/metrics.json"):
+            found.update(Path(p) for p in glob.glob(os.path.join(d, pattern), recursive=True))
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited: it is not running any more.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().split(b")")[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def count_lines(path: str | None, limit_bytes: int = 256 << 20) -> int | None:
+    """Complete lines in an output file (None when absent or too big to count each refresh)."""
+    if not path or path == "-" or not os.path.exists(path) or os.path.getsize(path) > limit_bytes:
+        return None
+    with open(path, "rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+
+
+def rate_history(history: list[list[float]], column: int) -> list[float]:
+    """Rates between consecutive heartbeat points (column 1 = samples, 2 = tokens)."""
+    out = []
+    for a, b in zip(history, history[1:]):
+        dt = b[0] - a[0]
+        if dt > 0:
+            out.append(max(0.0, (b[column] - a[column]) / dt))
+    return out
+
+
+def sparkline(values: list[float], width: int = 16) -> str:
+    values = values[-width:]
+    if not values:
+        return ""
+    top = max(values)
+    if top <= 0:
+        return SPARK[0] * len(values)
+    return "".join(
+        SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))] for v in values
+    )
+
+
+def read_run(path: Path, now: float, stall_s: float) -> dict[str, Any] | None:
+    try:
+        m = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None  # being replaced right now, or not ours
+    if m.get("type") != "metrics":
+        return None
+    state = m.get("state", "running")
+    reason = None
+    age = now - float(m.get("updated_at", now))
+    if state == "running":
+        if (
+            m.get("host") == socket.gethostname()
+            and isinstance(m.get("pid"), int)
+            and not _alive(m["pid"])
+        ):
+            state, reason = "stalled", "process gone"
+        elif age > stall_s:
+            state, reason = "stalled", f"no heartbeat for {age:.0f} s"
+    history = m.get("history") or []
+    return {
+        "file": str(path),
+        "run_id": m.get("run_id"),
+        "stage": m.get("stage"),
+        "model": m.get("model"),
+        "datasets": m.get("datasets") or [],
+        "state": state,
+        "reason": reason,
+        "host": m.get("host"),
+        "pid": m.get("pid"),
+        "slurm": m.get("slurm"),
+        "output": m.get("output"),
+        "output_lines": count_lines(m.get("output")),
+        "done": m.get("done", 0),
+        "total": m.get("total"),
+        "generated": m.get("generated", 0),
+        "cached": m.get("cached", 0),
+        "skipped": m.get("skipped", 0),
+        "errors": m.get("errors", 0),
+        "output_tokens": m.get("output_tokens", 0),
+        "statuses": m.get("statuses"),
+        "samples_per_s": m.get("samples_per_s"),
+        "tokens_per_s": m.get("tokens_per_s"),
+        "recent_samples_per_s": m.get("recent_samples_per_s"),
+        "recent_tokens_per_s": m.get("recent_tokens_per_s"),
+        "eta_s": m.get("eta_s") if state == "running" else None,
+        "heartbeat_age_s": round(age, 1),
+        "tokens_per_s_history": [round(x, 2) for x in rate_history(history, 2)][-30:],
+    }
+
+
+# ---------------------------------------------------------------------------- GPUs
+
+
+class GPUs:
+    """NVML readings, with a short utilisation history per GPU."""
+
+    def __init__(self) -> None:
+        self.note: str | None = None
+        self.history: dict[int, deque[float]] = {}
+        try:
+            import pynvml
+        except ImportError:
+            self.nvml = None
+            self.note = "no GPU view: nvidia-ml-py is not installed (pip install 'llmeval[gpu]')"
+            return
+        try:
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+        except Exception as exc:
+            self.nvml = None
+            self.note = f"no GPU visible: NVML unavailable ({exc})"
+
+    def read(self) -> list[dict[str, Any]]:
+        if self.nvml is None:
+            return []
+        nv = self.nvml
+        out = []
+        for i in range(nv.nvmlDeviceGetCount()):
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            name = nv.nvmlDeviceGetName(h)
+            util = nv.nvmlDeviceGetUtilizationRates(h)
+            mem = nv.nvmlDeviceGetMemoryInfo(h)
+            gpu: dict[str, Any] = {
+                "index": i,
+                "name": name.decode() if isinstance(name, bytes) else name,
+                "util_percent": util.gpu,
+                "memory_used_mb": mem.used // 2**20,
+                "memory_total_mb": mem.total // 2**20,
+            }
+            for key, fn, scale in (
+                ("power_w", "nvmlDeviceGetPowerUsage", 1000),
+                ("temperature_c", "nvmlDeviceGetTemperature", None),
+            ):
+                try:
+                    value = (
+                        getattr(nv, fn)(h) if scale else getattr(nv, fn)(h, nv.NVML_TEMPERATURE_GPU)
+                    )
+                    gpu[key] = round(value / scale, 1) if scale else value
+                except Exception:
+                    gpu[key] = None
+            procs = []
+            for getter in (
+                "nvmlDeviceGetComputeRunningProcesses",
+                "nvmlDeviceGetGraphicsRunningProcesses",
+            ):
+                try:
+                    for p in getattr(nv, getter)(h):
+                        used = getattr(p, "usedGpuMemory", None)
+                        procs.append(
+                            {
+                                "pid": p.pid,
+                                "memory_mb": used // 2**20 if used else None,
+                                "command": _command(p.pid),
+                            }
+                        )
+                except Exception:
+                    pass
+            gpu["processes"] = procs
+            hist = self.history.setdefault(i, deque(maxlen=60))
+            hist.append(float(util.gpu))
+            gpu["util_history"] = list(hist)
+            out.append(gpu)
+        if not out:
+            self.note = "NVML found no GPU"
+        return out
+
+
+def _command(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------- SLURM
+
+SQUEUE_STATES = {
+    "PD": "pending",
+    "R": "running",
+    "CD": "completed",
+    "F": "failed",
+    "CA": "cancelled",
+    "TO": "timeout",
+    "OOM": "failed",
+    "NF": "failed",
+    "PR": "preempted",
+    "CG": "completing",
+    "S": "suspended",
+    "BF": "failed",
+    "DL": "failed",
+}
+
+
+def slurm_tasks(job_ids: set[str]) -> dict[str, Any]:
+    """The array tasks of ``job_ids`` from squeue, with log tails for failed ones."""
+    if shutil.which("squeue") is None:
+        return {"available": False, "note": "squeue not found", "tasks": []}
+    cmd = ["squeue", "-h", "-t", "all", "-o", "%i|%A|%F|%K|%T|%j|%M|%N|%r"]
+    if job_ids:
+        cmd += ["-j", ",".join(sorted(job_ids))]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"available": False, "note": f"squeue failed: {exc}", "tasks": []}
+    if out.returncode != 0:
+        return {"available": False, "note": f"squeue: {out.stderr.strip()[:200]}", "tasks": []}
+    tasks = []
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 9:
+            continue
+        jid, _, array_job, array_task, state, name, elapsed, node, reason = parts[:9]
+        state_word = state.lower()
+        task: dict[str, Any] = {
+            "job_id": jid,
+            "array_job_id": array_job,
+            "array_task_id": array_task,
+            "state": state_word,
+            "name": name,
+            "elapsed": elapsed,
+            "node": node,
+            "reason": reason,
+        }
+        if state_word in ("failed", "timeout", "out_of_memory", "node_fail", "cancelled"):
+            task["log_tail"] = _log_tail(jid)
+        tasks.append(task)
+    return {"available": True, "note": None, "tasks": tasks}
+
+
+def _log_tail(job_id: str, lines: int = 5) -> list[str]:
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    path = next((f.split("=", 1)[1] for f in out.stdout.split() if f.startswith("StdOut=")), None)
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, "rb") as fh:
+        fh.seek(max(0, os.path.getsize(path) - 8192))
+        return fh.read().decode("utf-8", "replace").splitlines()[-lines:]
+
+
+def campaign_job_ids(dirs: list[str], runs: list[dict[str, Any]]) -> set[str]:
+    ids = {
+        str((r.get("slurm") or {}).get("array_job_id") or (r.get("slurm") or {}).get("job_id"))
+        for r in runs
+        if r.get("slurm")
+    }
+    for d in dirs:
+        for f in glob.glob(os.path.join(d, "**", "slurm_jobs.json"), recursive=True):
+            try:
+                ids.update(str(j) for j in orjson.loads(Path(f).read_bytes()).get("job_ids", []))
+            except (OSError, orjson.JSONDecodeError, AttributeError):
+                pass
+    return {i for i in ids if i and i != "None"}
+
+
+# ---------------------------------------------------------------------------- snapshot & views
+
+
+def snapshot(dirs: list[str], gpus: GPUs, stall_s: float) -> dict[str, Any]:
+    now = time.time()
+    runs = [r for p in find_heartbeats(dirs) if (r := read_run(p, now, stall_s)) is not None]
+    order = {"failed": 0, "stalled": 1, "running": 2, "finished": 3}
+    runs.sort(key=lambda r: (order.get(r["state"], 9), r.get("run_id") or ""))
+    job_ids = campaign_job_ids(dirs, runs)
+    slurm: dict[str, Any] = (
+        slurm_tasks(job_ids)
+        if job_ids or shutil.which("squeue")
+        else {"available": False, "note": "squeue not found", "tasks": []}
+    )
+    if slurm["available"]:
+        by_task = {
+            (
+                str((r.get("slurm") or {}).get("array_job_id")),
+                str((r.get("slurm") or {}).get("array_task_id")),
+            ): r
+            for r in runs
+            if r.get("slurm")
+        }
+        for t in slurm["tasks"]:
+            run = by_task.get((t["array_job_id"], t["array_task_id"]))
+            t["run_ids"] = [run["run_id"]] if run else []
+    readings = gpus.read()
+    return {
+        "type": "snapshot",
+        "time": now,
+        "host": socket.gethostname(),
+        "dirs": dirs,
+        "runs": runs,
+        "gpus": readings,
+        "gpu_note": gpus.note if not readings else None,
+        "slurm": slurm,
+    }
+
+
+def _num(v: Any, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _eta(s: Any) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def render(snap: dict[str, Any], width: int = WIDTH) -> list[str]:
+    """The snapshot as lines of at most ``width`` columns."""
+    runs = snap["runs"]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    head = time.strftime("%H:%M:%S", time.localtime(snap["time"]))
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs found"
+    lines = [f"eval-monitor {head}  {len(runs)} runs: {summary}", ""]
+    for r in runs:
+        mark = "!!" if r["state"] in ("stalled", "failed") else "  "
+        total = r["total"]
+        pct = f" {100 * r['done'] / total:.0f}%" if total else ""
+        what = f"{r['stage'] or '?'} {r['model'] or ''} {','.join(r['datasets'][:3])}".strip()
+        lines.append(
+            f"{mark}{r['state'].upper():9s}{what[:44]:44s} {r['done']}/{total if total is not None else '?'}{pct}"
+        )
+        if r["stage"] == "generate":
+            detail = (
+                f"    tok/s {_num(r['recent_tokens_per_s'])}/{_num(r['tokens_per_s'])} "
+                f"smp/s {_num(r['recent_samples_per_s'], '{:.2f}')} cache {r['cached']} "
+                f"err {r['errors']} ETA {_eta(r['eta_s'])} {sparkline(r['tokens_per_s_history'])}"
+            )
+        else:
+            st = r.get("statuses") or {}
+            detail = (
+                f"    pass {st.get('pass', 0)} fail {st.get('fail', 0)} timeout {st.get('timeout', 0)} "
+                f"error {st.get('error', 0)} no_answer {st.get('no_answer', 0)}"
+            )
+        lines.append(detail)
+        if r["reason"]:
+            lines.append(f"    {r['reason']} (last heartbeat {r['heartbeat_age_s']:.0f} s ago)")
+    lines.append("")
+    if snap["gpus"]:
+        for g in snap["gpus"]:
+            spark = sparkline(g.get("util_history", []))
+            lines.append(
+                f"GPU{g['index']} {g['name'][:18]:18s} {g['util_percent']:3d}% "
+                f"{g['memory_used_mb']}/{g['memory_total_mb']} MiB {_num(g.get('power_w'), '{:.0f}')}W "
+                f"{_num(g.get('temperature_c'), '{:.0f}')}C {spark}"
+            )
+            for p in g["processes"][:3]:
+                lines.append(
+                    f"    pid {p['pid']} {p['command'] or ''} {_num(p['memory_mb'], '{:.0f}')} MiB"
+                )
+    else:
+        lines.append(f"GPU: {snap['gpu_note']}")
+    slurm = snap["slurm"]
+    if slurm["available"]:
+        tasks = slurm["tasks"]
+        states: dict[str, int] = {}
+        for t in tasks:
+            states[t["state"]] = states.get(t["state"], 0) + 1
+        lines.append(
+            "SLURM: " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no tasks")
+        )
+        for t in tasks:
+            if t["state"] in ("failed", "timeout", "cancelled", "out_of_memory", "node_fail"):
+                lines.append(f"!!  task {t['job_id']} {t['state']} {t['reason']}")
+                for log_line in t.get("log_tail", [])[-3:]:
+                    lines.append(f"      {log_line}")
+    else:
+        lines.append(f"SLURM: {slurm['note']}")
+    return [line[:width] for line in lines]
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def build_parser() -> cli.Parser:
+    p = cli.Parser(
+        PROG, "Watch eval-generate / eval-score runs, GPUs and SLURM array tasks.", EPILOG
+    )
+    p.add_argument(
+        "dirs",
+        nargs="*",
+        metavar="RUN_DIR|CAMPAIGN_DIR",
+        help="where to look for heartbeat files (default: $LLMEVAL_HOME/runs)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="refresh every S seconds (default 2)",
+    )
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--json", action="store_true", help="JSONL snapshots (fields: docs/monitor.md)")
+    p.add_argument(
+        "--stall",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a running run with no heartbeat for S seconds is stalled (default 30)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run(PROG, lambda: _main(args), args.verbose)
+
+
+def _main(args: Any) -> int:
+    from llmeval.datasets import user_cache_dir
+
+    dirs = args.dirs or [str(user_cache_dir() / "runs")]
+    gpus = GPUs()
+    if args.once or args.json or not sys.stdout.isatty():
+        return _stream(dirs, gpus, args)
+    return _live(dirs, gpus, args)
+
+
+def _stream(dirs: list[str], gpus: GPUs, args: Any) -> int:
+    for snap in _snapshots(dirs, gpus, args):
+        if args.json:
+            sys.stdout.buffer.write(orjson.dumps(snap) + b"\n")
+        else:
+            sys.stdout.write("\n".join(render(snap)) + "\n\n")
+        sys.stdout.flush()
+    return 0
+
+
+def _snapshots(dirs: list[str], gpus: GPUs, args: Any) -> Iterator[dict[str, Any]]:
+    while True:
+        yield snapshot(dirs, gpus, args.stall)
+        if args.once:
+            return
+        time.sleep(args.interval)
+
+
+def _live(dirs: list[str], gpus: GPUs, args: Any) -> int:
+    """Redraw in place on the alternate screen; Ctrl-C (or SIGTERM) restores the terminal."""
+    out = sys.stdout
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    out.write("\x1b[?1049h\x1b[?25l")  # alternate screen, hide cursor
+    try:
+        for snap in _snapshots(dirs, gpus, args):
+            cols, rows = shutil.get_terminal_size((WIDTH, 24))
+            lines = render(snap, min(cols, 200))[: rows - 1]
+            # Home, overwrite each line and clear its rest, clear below: no blank flash.
+            out.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        out.write("\x1b[?25h\x1b[?1049l")  # show cursor, leave the alternate screen
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
