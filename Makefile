@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.llmeval-installed
 # segfaults on some CPUs, see docs), compiled once (~6 min on 2 cores).
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install install-server install-system test test-fast check lint types demo clean bench
+.PHONY: campaign install install-server install-system test test-fast check lint types demo clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,9 @@ clean:
 
 demo: install
 	$(VENV)/bin/eval-resolve humaneval --limit 4 | $(VENV)/bin/eval-generate --model gemma3-270m --max-tokens 64 --progress
+
+# A campaign locally, model by model; make's own dependency tracking (step stamps) lets an
+# interrupted run resume where it stopped:  make campaign CAMPAIGN=campaigns/demo.toml
+campaign: install
+	@test -n "$(CAMPAIGN)" || { echo "usage: make campaign CAMPAIGN=campaigns/NAME.toml [OUTPUT=results]" >&2; exit 2; }
+	@mk=$$($(VENV)/bin/eval-campaign makefile $(CAMPAIGN) $(if $(OUTPUT),--output $(OUTPUT))) && $(MAKE) -f $$mk

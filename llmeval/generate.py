@@ -115,12 +115,14 @@ def generate(
     done_keys: set[str] | None = None,
     tally: Tally | None = None,
     on_progress: Callable[[Tally], None] | None = None,
+    label: str | None = None,
 ) -> Iterator[Record]:
     """Map prompt records to sample records (see module docstring).
 
     ``numbered`` yields ``(where, record)`` pairs, ``where`` being
     ``FILE:LINE`` for error messages. ``done_keys`` are skipped (resume);
-    ``cache`` answers known keys and stores new successes.
+    ``cache`` answers known keys and stores new successes. ``label`` names
+    the model in the records' ``model`` field (default: the model as given).
     """
     tally = tally or Tally()
     done_keys = done_keys or set()
@@ -145,7 +147,7 @@ def generate(
     ) -> Record:
         out = dict(rec)
         out.update(
-            model=model.name,
+            model=label or model.name,
             model_id=model.model_id,
             model_revision=model.revision,
             backend=backend.name,
@@ -288,6 +290,11 @@ def build_parser() -> cli.Parser:
     )
     p.add_argument("--revision", metavar="R", help="hub revision of --model")
     p.add_argument(
+        "--label",
+        metavar="NAME",
+        help="name for the records' model field (default: --model), e.g. one model at two settings",
+    )
+    p.add_argument(
         "--cache-dir", metavar="D", help="shared generation cache (default: $LLMEVAL_CACHE)"
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -410,7 +417,7 @@ def _main(args: Any) -> int:
         metrics_path,
         run=run,
         info={
-            "model": model.name,
+            "model": args.label or model.name,
             "backend": name,
             "output": args.output,
             "preset": preset["name"],
@@ -458,6 +465,7 @@ def _main(args: Any) -> int:
             done_keys=done_keys,
             tally=tally,
             on_progress=progress,
+            label=args.label,
         ):
             out.write(rec)
         state = "finished"

@@ -79,3 +79,28 @@ def require_in_ci(module: str) -> None:
                 f"{module} is not installed, and CI must run this test (make install-server)"
             )
         pytest.skip(f"{module} is not installed (make install-server)")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-node SLURM cluster on 127.0.0.1 (slurm/local-cluster.sh), for the session."""
+    d = tmp_path_factory.mktemp("slurm")
+    script = REPO / "slurm" / "local-cluster.sh"
+    out = subprocess.run(
+        ["bash", str(script), "start", str(d)], capture_output=True, text=True, timeout=600
+    )
+    if out.returncode != 0:
+        reason = (
+            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
+        )
+        if os.environ.get("CI") or out.returncode != 3:
+            pytest.fail(f"the local SLURM cluster did not start: {reason}")
+        pytest.skip(f"no local SLURM cluster: {reason}")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(d / "slurm.conf")
+    yield d
+    subprocess.run(["bash", str(script), "stop", str(d)], capture_output=True, timeout=120)
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old

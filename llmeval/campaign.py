@@ -1,0 +1,641 @@
+"""eval-campaign: models x datasets as SLURM job arrays or Makefile targets.
+
+    eval-campaign plan campaigns/demo.toml        # the tasks and their files
+    eval-campaign submit campaigns/demo.toml      # sbatch the array (+ aggregate job), print job ids
+    eval-campaign status campaigns/demo.toml      # progress per (model, dataset), SLURM states
+    eval-campaign run campaigns/demo.toml --task 0    # what array task 0 runs (resumable)
+    make campaign CAMPAIGN=campaigns/demo.toml    # the same campaign locally, with make
+
+Result tree (one file per model, dataset and stage)::
+
+    <output>/<campaign>/prompts/<dataset>.jsonl            eval-resolve
+    <output>/<campaign>/<model>/<dataset>.gen.jsonl        eval-generate (+ .metrics.json, .runs.jsonl)
+    <output>/<campaign>/<model>/<dataset>.scored.jsonl     eval-score    (+ .metrics.json, .runs.jsonl)
+    <output>/<campaign>/summary.jsonl, summary.md          eval-aggregate --compare
+    <output>/<campaign>/logs/, slurm/, slurm_jobs.json     SLURM logs, rendered scripts, job ids
+
+Each step writes ``<file>.done`` when it completes; a step whose stamp exists
+is skipped, and an unfinished one resumes from its partial file (the stages
+append and skip what is there) and from the shared generation cache. So a
+requeued array task, a re-submitted one and an interrupted ``make`` redo
+nothing that had finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import orjson
+
+from llmeval import cli
+
+PROG = "eval-campaign"
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "slurm" / "campaign.sbatch.tmpl"
+SAMPLING = ("n", "temperature", "top_p", "max_tokens", "seed")
+TOP_KEYS = {
+    "name",
+    "description",
+    "output",
+    "preset",
+    "datasets",
+    "categories",
+    "limit",
+    "data_dirs",
+    "chat",
+    "models",
+    "slurm",
+    *SAMPLING,
+}
+MODEL_KEYS = {
+    "label",
+    "model",
+    "backend",
+    "preset",
+    "chat",
+    "tensor_parallel_size",
+    "categories",
+    "datasets",
+    "base_url",
+    "max_model_len",
+    *SAMPLING,
+}
+SLURM_KEYS = {
+    "partition",
+    "score_partition",
+    "gpus",
+    "cpus_per_task",
+    "mem",
+    "time",
+    "max_parallel",
+    "account",
+    "qos",
+    "extra",
+}
+
+
+class CampaignError(cli.StageError):
+    pass
+
+
+@dataclass
+class ModelEntry:
+    label: str
+    model: str
+    preset: str
+    datasets: list[str]
+    backend: str | None = None
+    chat: bool = False
+    tensor_parallel_size: int | None = None
+    base_url: str | None = None
+    max_model_len: int | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Campaign:
+    name: str
+    path: Path
+    root: Path  # <output>/<name>
+    models: list[ModelEntry]
+    limit: int | None
+    data_dirs: list[str]
+    slurm: dict[str, Any]
+
+    def datasets(self) -> list[str]:
+        return sorted({d for m in self.models for d in m.datasets})
+
+    def model(self, label: str) -> ModelEntry:
+        for m in self.models:
+            if m.label == label:
+                return m
+        raise CampaignError(
+            f"{self.path}: no model labelled {label!r} (have {', '.join(m.label for m in self.models)})"
+        )
+
+    def file(self, label: str, dataset: str, stage: str) -> Path:
+        return self.root / label / f"{dataset}.{'gen' if stage == 'generate' else 'scored'}.jsonl"
+
+    def prompts(self, dataset: str) -> Path:
+        return self.root / "prompts" / f"{Path(dataset).name.split('.')[0]}.jsonl"
+
+
+def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise CampaignError(
+            f"{path}: unknown key {where}{unknown[0]} (known: {', '.join(sorted(allowed))})"
+        )
+
+
+def load_campaign(path: str, output: str | None = None) -> Campaign:
+    """Read and check a campaign file; dataset x model pairs follow the category mapping.
+
+    A model runs on its own ``datasets`` if it lists them; else on the
+    campaign's datasets (named, or all of the campaign's ``categories``) whose
+    category is among the model's ``categories``; else on all of them.
+    """
+    from llmeval.datasets import REGISTRY
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise CampaignError(f"campaign file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError(f"{path}: invalid TOML ({exc})") from None
+    _check_keys(p, "", data, TOP_KEYS)
+    _check_keys(p, "slurm.", data.get("slurm", {}), SLURM_KEYS)
+    if not data.get("models"):
+        raise CampaignError(f"{path}: no [[models]]")
+    name = str(data.get("name") or p.stem)
+    pool = list(data.get("datasets", []))
+    for cat in data.get("categories", []):
+        pool += [s.name for s in REGISTRY.values() if s.category == cat and s.name not in pool]
+    if not pool:
+        raise CampaignError(f"{path}: no datasets (set datasets = [...] or categories = [...])")
+
+    def category(ds: str) -> str:
+        spec = REGISTRY.get(ds)
+        return spec.category if spec else "custom"
+
+    models = []
+    for i, m in enumerate(data["models"]):
+        _check_keys(p, f"models[{i}].", m, MODEL_KEYS)
+        if "model" not in m:
+            raise CampaignError(f'{path}: models[{i}] has no model = "..."')
+        if m.get("datasets"):
+            datasets = list(m["datasets"])
+        elif m.get("categories"):
+            datasets = [d for d in pool if category(d) in m["categories"]]
+        else:
+            datasets = pool
+        label = str(m.get("label") or Path(m["model"]).name)
+        sampling = {k: data[k] for k in SAMPLING if k in data} | {
+            k: m[k] for k in SAMPLING if k in m
+        }
+        models.append(
+            ModelEntry(
+                label=label,
+                model=m["model"],
+                preset=m.get("preset") or data.get("preset", "base"),
+                datasets=datasets,
+                backend=m.get("backend"),
+                chat=bool(m.get("chat", data.get("chat", False))),
+                tensor_parallel_size=m.get("tensor_parallel_size"),
+                base_url=m.get("base_url"),
+                max_model_len=m.get("max_model_len"),
+                sampling=sampling,
+            )
+        )
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise CampaignError(
+            f'{path}: model labels must differ (got {", ".join(labels)}); set label = "..."'
+        )
+    root = Path(output or data.get("output") or "results").resolve() / name
+    data_dirs = [
+        str((p.parent / d).resolve()) if not os.path.isabs(d) else d
+        for d in data.get("data_dirs", [])
+    ]
+    return Campaign(
+        name, p.resolve(), root, models, data.get("limit"), data_dirs, dict(data.get("slurm", {}))
+    )
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".done")
+
+
+def _run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> None:
+    cli.log(PROG, "$ " + " ".join(shlex.quote(c) for c in cmd))
+    rc = subprocess.call(cmd)
+    if rc not in ok:
+        raise CampaignError(f"step failed with exit status {rc}: {' '.join(cmd[:4])} ...")
+
+
+def step(c: Campaign, stage: str, label: str | None = None, dataset: str | None = None) -> bool:
+    """Run one step unless its stamp exists; return whether it ran."""
+    py = sys.executable
+    if stage == "resolve":
+        assert dataset is not None
+        target = c.prompts(dataset)
+        if _stamp(target).exists():
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        cmd = [py, "-m", "llmeval.resolve", dataset, "-o", str(tmp)]
+        for d in c.data_dirs:
+            cmd += ["--data-dir", d]
+        if c.limit:
+            cmd += ["--limit", str(c.limit)]
+        if any(m.chat for m in c.models if dataset in m.datasets):
+            cmd += ["--chat"]
+        tmp.unlink(missing_ok=True)
+        _run(cmd)
+        os.replace(tmp, target)  # all-or-nothing: concurrent tasks write the same content
+        _stamp(target).touch()
+        return True
+    if stage == "aggregate":
+        target = c.root / "summary.jsonl"
+        scored = [str(c.file(m.label, d, "score")) for m in c.models for d in m.datasets]
+        missing = [s for s in scored if not _stamp(Path(s)).exists()]
+        if missing:
+            raise CampaignError(
+                f"cannot aggregate: {len(missing)} scored files are not complete, e.g. {missing[0]}"
+            )
+        for fmt, dest in (("jsonl", target), ("markdown", c.root / "summary.md")):
+            with open(dest.with_name(dest.name + ".tmp"), "wb") as fh:
+                rc = subprocess.call(
+                    [py, "-m", "llmeval.aggregate", *scored, "--compare", "--format", fmt],
+                    stdout=fh,
+                )
+            if rc != 0:
+                raise CampaignError(f"eval-aggregate failed with exit status {rc}")
+            os.replace(dest.with_name(dest.name + ".tmp"), dest)
+        _stamp(target).touch()
+        return True
+    assert label is not None and dataset is not None
+    m = c.model(label)
+    out = c.file(label, dataset, stage)
+    if _stamp(out).exists():
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if stage == "generate":
+        if not _stamp(c.prompts(dataset)).exists():
+            step(c, "resolve", dataset=dataset)
+        cmd = [
+            py,
+            "-m",
+            "llmeval.generate",
+            str(c.prompts(dataset)),
+            "--model",
+            m.model,
+            "--label",
+            m.label,
+            "--preset",
+            m.preset,
+            "-o",
+            str(out),
+        ]
+        if m.backend:
+            cmd += ["--backend", m.backend]
+        if m.base_url:
+            cmd += ["--base-url", m.base_url]
+        for k in SAMPLING:
+            if k in m.sampling:
+                cmd += ["-n" if k == "n" else f"--{k.replace('_', '-')}", str(m.sampling[k])]
+        _run(cmd, ok=(0, 3))  # 3: finished, some samples are error records
+    elif stage == "score":
+        gen = c.file(label, dataset, "generate")
+        if not _stamp(gen).exists():
+            step(c, "generate", label, dataset)
+        _run([py, "-m", "llmeval.score", str(gen), "-o", str(out), "--preset", m.preset])
+    else:
+        raise CampaignError(f"unknown stage {stage!r}")
+    _stamp(out).touch()
+    return True
+
+
+def run_task(c: Campaign, task: int, stages: tuple[str, ...] = ("generate", "score")) -> None:
+    """Everything array task ``task`` does: its model on each of its datasets."""
+    if not 0 <= task < len(c.models):
+        raise CampaignError(
+            f"task {task} out of range: the campaign has {len(c.models)} models (0-{len(c.models) - 1})"
+        )
+    m = c.models[task]
+    for dataset in m.datasets:
+        for stage in stages:
+            step(c, stage, m.label, dataset)
+
+
+# ---------------------------------------------------------------------------- SLURM
+
+
+def slurm_resources(c: Campaign) -> dict[str, Any]:
+    """Requests for the generation array: the campaign's [slurm] over the models' presets (the largest)."""
+    from llmeval.presets import load_preset
+
+    res: dict[str, Any] = {"gpus": 0, "cpus_per_task": 1, "mem": "4G", "time": "01:00:00"}
+    for m in c.models:
+        p = load_preset(m.preset)
+        s = p["slurm"]
+        gpus = (
+            int(m.tensor_parallel_size or p["engine"].get("tensor_parallel_size", 1))
+            if s.get("gpus")
+            else 0
+        )
+        if m.backend in ("openai",):
+            gpus = 0
+        res["gpus"] = max(res["gpus"], gpus)
+        res["cpus_per_task"] = max(res["cpus_per_task"], int(s.get("cpus_per_task", 1)))
+        res["mem"] = _max_mem(res["mem"], s.get("mem", "4G"))
+        res["time"] = max(res["time"], s.get("time", "01:00:00"))
+    res.update({k: v for k, v in c.slurm.items() if k in ("gpus", "cpus_per_task", "mem", "time")})
+    return res
+
+
+def _max_mem(a: str, b: str) -> str:
+    def mb(x: str) -> float:
+        units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+        x = str(x).strip().upper()
+        return float(x[:-1]) * units[x[-1]] if x[-1] in units else float(x)
+
+    return a if mb(a) >= mb(b) else b
+
+
+def render(
+    c: Campaign,
+    *,
+    stage: str,
+    tasks: list[int] | None = None,
+    resources: dict[str, Any] | None = None,
+    partition: str | None = None,
+) -> str:
+    """The sbatch script of an array over ``tasks`` running ``stage`` (gen+score, generate, or score)."""
+    res = resources or slurm_resources(c)
+    ids = tasks if tasks is not None else list(range(len(c.models)))
+    array = (
+        ",".join(str(i) for i in ids)
+        if ids != list(range(len(c.models)))
+        else f"0-{len(c.models) - 1}"
+    )
+    throttle = c.slurm.get("max_parallel")
+    lines = []
+    part = partition or c.slurm.get("partition")
+    if part:
+        lines.append(f"#SBATCH --partition={part}")
+    if res.get("gpus"):
+        lines.append(f"#SBATCH --gpus={int(res['gpus'])}")
+    for key in ("account", "qos"):
+        if c.slurm.get(key):
+            lines.append(f"#SBATCH --{key}={c.slurm[key]}")
+    for extra in c.slurm.get("extra", []):
+        lines.append(f"#SBATCH {extra}")
+    return Template(TEMPLATE.read_text()).substitute(
+        job_name=f"llmeval-{c.name}-{stage}",
+        array=array + (f"%{throttle}" if throttle else ""),
+        log_dir=str(c.root / "logs"),
+        cpus=int(res["cpus_per_task"]),
+        mem=res["mem"],
+        time=res["time"],
+        resource_lines="\n".join(lines),
+        workdir=str(Path.cwd()),
+        python=sys.executable,
+        campaign=str(c.path),
+        output=str(c.root.parent),
+        stage=stage,
+    )
+
+
+def render_aggregate(c: Campaign, dependency: str) -> str:
+    part = c.slurm.get("score_partition") or c.slurm.get("partition")
+    head = [
+        f"#SBATCH --job-name=llmeval-{c.name}-aggregate",
+        f"#SBATCH --output={c.root / 'logs'}/%x-%j.out",
+        "#SBATCH --cpus-per-task=1",
+        "#SBATCH --mem=2G",
+        "#SBATCH --time=00:30:00",
+        f"#SBATCH --dependency={dependency}",
+    ] + ([f"#SBATCH --partition={part}"] if part else [])
+    cmd = (
+        f"{shlex.quote(sys.executable)} -m llmeval.campaign step {shlex.quote(str(c.path))} "
+        f"--output {shlex.quote(str(c.root.parent))} --stage aggregate"
+    )
+    return (
+        "#!/bin/bash\n"
+        + "\n".join(head)
+        + f"\nset -euo pipefail\ncd {shlex.quote(str(Path.cwd()))}\nexec {cmd}\n"
+    )
+
+
+def _sbatch(script: Path) -> str:
+    if shutil.which("sbatch") is None:
+        raise CampaignError(
+            "sbatch not found: is this a SLURM login node? (make campaign runs it locally)"
+        )
+    out = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise CampaignError(f"sbatch {script.name}: {out.stderr.strip()}")
+    return out.stdout.strip().split(";")[0]
+
+
+def submit(c: Campaign, tasks: list[int] | None = None) -> dict[str, Any]:
+    """Render and submit the array(s) and the aggregate job; record and return the job ids."""
+    d = c.root / "slurm"
+    d.mkdir(parents=True, exist_ok=True)
+    (c.root / "logs").mkdir(parents=True, exist_ok=True)
+    jobs: dict[str, Any] = {}
+    if c.slurm.get("score_partition"):
+        gen = d / "generate.sbatch"
+        gen.write_text(render(c, stage="generate", tasks=tasks))
+        jobs["generate"] = _sbatch(gen)
+        score = d / "score.sbatch"
+        cpu = {**slurm_resources(c), "gpus": 0}
+        score.write_text(
+            render(
+                c, stage="score", tasks=tasks, resources=cpu, partition=c.slurm["score_partition"]
+            ).replace(
+                "#SBATCH --job-name",
+                f"#SBATCH --dependency=aftercorr:{jobs['generate']}\n#SBATCH --job-name",
+                1,
+            )
+        )
+        jobs["score"] = _sbatch(score)
+        last = jobs["score"]
+    else:
+        script = d / "pipeline.sbatch"
+        script.write_text(render(c, stage="pipeline", tasks=tasks))
+        jobs["pipeline"] = _sbatch(script)
+        last = jobs["pipeline"]
+    agg = d / "aggregate.sbatch"
+    agg.write_text(render_aggregate(c, f"afterok:{last}"))
+    jobs["aggregate"] = _sbatch(agg)
+    record = c.root / "slurm_jobs.json"
+    previous = orjson.loads(record.read_bytes()) if record.exists() else {"submissions": []}
+    previous["submissions"].append({"time": time.time(), "tasks": tasks, **jobs})
+    previous["job_ids"] = sorted(
+        {
+            j
+            for s in previous["submissions"]
+            for k, j in s.items()
+            if k in ("generate", "score", "pipeline", "aggregate")
+        }
+    )
+    record.write_bytes(orjson.dumps(previous, option=orjson.OPT_INDENT_2))
+    return jobs
+
+
+# ---------------------------------------------------------------------------- make
+
+
+def makefile(c: Campaign) -> str:
+    """A makefile whose targets are the steps' stamps: make tracks what is done."""
+    py, camp, out = sys.executable, str(c.path), str(c.root.parent)
+    run = f"{py} -m llmeval.campaign step {shlex.quote(camp)} --output {shlex.quote(out)}"
+    lines = [
+        f"# generated by eval-campaign from {camp}; regenerated by make campaign",
+        ".DELETE_ON_ERROR:",
+        "",
+    ]
+    summary = _stamp(c.root / "summary.jsonl")
+    lines += [f"all: {summary}", ""]
+    scored_stamps = []
+    for d in c.datasets():
+        lines += [
+            f"{_stamp(c.prompts(d))}:",
+            f"\t{run} --stage resolve --dataset {shlex.quote(d)}",
+            "",
+        ]
+    for m in c.models:  # model by model
+        for d in m.datasets:
+            gen, sc = _stamp(c.file(m.label, d, "generate")), _stamp(c.file(m.label, d, "score"))
+            lines += [
+                f"{gen}: {_stamp(c.prompts(d))}",
+                f"\t{run} --stage generate --model {shlex.quote(m.label)} --dataset {shlex.quote(d)}",
+                "",
+                f"{sc}: {gen}",
+                f"\t{run} --stage score --model {shlex.quote(m.label)} --dataset {shlex.quote(d)}",
+                "",
+            ]
+            scored_stamps.append(str(sc))
+    lines += [f"{summary}: " + " ".join(scored_stamps), f"\t{run} --stage aggregate", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def status(c: Campaign) -> list[dict[str, Any]]:
+    rows = []
+    for m in c.models:
+        for d in m.datasets:
+            row: dict[str, Any] = {"model": m.label, "dataset": d}
+            for stage in ("generate", "score"):
+                f = c.file(m.label, d, stage)
+                row[stage] = {"file": str(f), "lines": _lines(f), "done": _stamp(f).exists()}
+            rows.append(row)
+    return rows
+
+
+def _lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as fh:
+        return sum(b.count(b"\n") for b in iter(lambda: fh.read(1 << 20), b""))
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def build_parser() -> cli.Parser:
+    p = cli.Parser(
+        PROG, "Run a campaign (models x datasets) on SLURM or locally.", __doc__.split("\n\n")[1]
+    )
+    p.add_argument(
+        "command",
+        choices=["plan", "submit", "status", "run", "step", "render", "makefile", "aggregate"],
+    )
+    p.add_argument("campaign", metavar="CAMPAIGN.toml")
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        help="results root (default: the campaign's output, else results/)",
+    )
+    p.add_argument("--task", type=int, help="run: the array task (model index)")
+    p.add_argument(
+        "--tasks", help="submit: only these tasks, e.g. 1 or 0,2 (re-submitting a failed task)"
+    )
+    p.add_argument(
+        "--stage",
+        default="pipeline",
+        help="run: pipeline, generate or score; step: resolve, generate, score or aggregate",
+    )
+    p.add_argument("--model", metavar="LABEL", help="step: the model label")
+    p.add_argument("--dataset", help="step: the dataset")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run(PROG, lambda: _main(args), args.verbose)
+
+
+def _main(args: Any) -> int:
+    c = load_campaign(args.campaign, args.output)
+    write = sys.stdout.buffer.write
+    if args.command == "plan":
+        for i, m in enumerate(c.models):
+            for d in m.datasets:
+                write(
+                    orjson.dumps(
+                        {
+                            "task": i,
+                            "model": m.label,
+                            "model_id": m.model,
+                            "preset": m.preset,
+                            "dataset": d,
+                            "prompts": str(c.prompts(d)),
+                            "gen": str(c.file(m.label, d, "generate")),
+                            "scored": str(c.file(m.label, d, "score")),
+                        }
+                    )
+                    + b"\n"
+                )
+    elif args.command == "render":
+        sys.stdout.write(render(c, stage="pipeline"))
+    elif args.command == "submit":
+        tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else None
+        jobs = submit(c, tasks)
+        write(orjson.dumps({"campaign": c.name, "root": str(c.root), **jobs}) + b"\n")
+        cli.log(
+            PROG,
+            "submitted "
+            + ", ".join(f"{k} job {v}" for k, v in jobs.items())
+            + f"; watch with: eval-monitor {c.root}",
+        )
+    elif args.command == "run":
+        if args.task is None:
+            raise CampaignError(
+                "run needs --task I (the array task); make campaign runs every task"
+            )
+        stages = {"pipeline": ("generate", "score"), "generate": ("generate",), "score": ("score",)}
+        if args.stage not in stages:
+            raise CampaignError(f"run --stage must be one of {', '.join(stages)}")
+        run_task(c, args.task, stages[args.stage])
+    elif args.command == "step":
+        step(c, args.stage, args.model, args.dataset)
+    elif args.command == "aggregate":
+        step(c, "aggregate")
+        sys.stdout.write((c.root / "summary.md").read_text())
+    elif args.command == "makefile":
+        c.root.mkdir(parents=True, exist_ok=True)
+        mk = c.root / "campaign.mk"
+        mk.write_text(makefile(c))
+        print(mk)
+    elif args.command == "status":
+        for row in status(c):
+            write(orjson.dumps(row) + b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
