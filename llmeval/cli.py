@@ -14,6 +14,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from llmeval.records import DataError
 
@@ -55,6 +56,28 @@ def add_common(parser: argparse.ArgumentParser, *, output: bool = True, limit: b
             metavar="OUT",
             help="append records to OUT (resumable) instead of writing stdout",
         )
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the stages that write heartbeats and run records (eval-generate, eval-score)."""
+    parser.add_argument("--run-dir", metavar="D", help="where the heartbeat and run record go")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tqdm progress bar on stderr (default: when stderr is a terminal)",
+    )
+
+
+def progress_bar(flag: bool | None, *, unit: str, desc: str) -> Any:
+    """A tqdm bar on stderr, or None when --no-progress or stderr is not a terminal."""
+    if flag is False or (flag is None and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=None, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5
+    )
 
 
 def positive_int(text: str) -> int:

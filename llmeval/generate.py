@@ -216,6 +216,9 @@ def generate(
                             settings.temperature, settings.top_p, settings.max_tokens, tuple(stop)
                         ),
                         tag=(rec, keys),
+                        reference=rec.get("reference")
+                        if isinstance(rec.get("reference"), dict)
+                        else None,
                     )
                 )
         if on_progress:
@@ -265,7 +268,7 @@ def build_parser() -> cli.Parser:
     p.add_argument(
         "--backend",
         default=None,
-        choices=["auto", "vllm", "hf", "openai"],
+        choices=["auto", "vllm", "hf", "openai", "reference"],
         help="generation backend (default: the preset's, else auto)",
     )
     p.add_argument(
@@ -298,7 +301,6 @@ def build_parser() -> cli.Parser:
         "--cache-dir", metavar="D", help="shared generation cache (default: $LLMEVAL_CACHE)"
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    p.add_argument("--run-dir", metavar="D", help="where the heartbeat and run record go")
     p.add_argument(
         "--base-url", metavar="URL", help="openai: server base URL, e.g. http://127.0.0.1:8000/v1"
     )
@@ -314,14 +316,9 @@ def build_parser() -> cli.Parser:
         help="openai: extra request fields, e.g. '{\"repeat_penalty\": 1.0}'",
     )
     p.add_argument(
-        "--progress",
-        action=cli.argparse.BooleanOptionalAction,
-        default=None,
-        help="tqdm progress bar on stderr (default: when stderr is a terminal)",
-    )
-    p.add_argument(
         "--print-config", action="store_true", help="print the effective preset as JSON and exit"
     )
+    cli.add_run_flags(p)
     cli.add_common(p)
     return p
 
@@ -374,6 +371,10 @@ def _main(args: Any) -> int:
             api_key_env=args.api_key_env,
             extra_body=_extra_body(args.extra_body),
         )
+    elif name == "reference":
+        from llmeval.backends.reference import reference_model
+
+        model = reference_model(args.model)
     else:
         model = resolve_model(args.model, revision=args.revision)
     backend = backends.load_backend_class(name)(model, engine, lambda m: cli.log(PROG, m))
@@ -425,7 +426,7 @@ def _main(args: Any) -> int:
         },
     )
     tally = Tally()
-    bar = _progress_bar(args.progress)
+    bar = cli.progress_bar(args.progress, unit="sample", desc=PROG)
     t0 = time.monotonic()
 
     def progress(t: Tally) -> None:
@@ -502,16 +503,6 @@ def _extra_body(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise cli.StageError("--extra-body: expected a JSON object")
     return value
-
-
-def _progress_bar(flag: bool | None) -> Any:
-    if flag is False or (flag is None and not sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=0, unit="sample", desc=PROG, file=sys.stderr, dynamic_ncols=True, mininterval=0.5
-    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ class Key:
 _INT = Key(int, 1)
 SCHEMA: dict[str, dict[str, Key]] = {
     "engine": {
-        "backend": Key(str, choices=("auto", "vllm", "hf", "openai"), help="generation backend"),
+        "backend": Key(
+            str, choices=("auto", "vllm", "hf", "openai", "reference"), help="generation backend"
+        ),
         "dtype": Key(str, choices=("auto", "float16", "bfloat16", "float32"), help="weights dtype"),
         "device": Key(str, choices=("auto", "cpu", "cuda"), help="hf backend device"),
         "gpu_memory_utilization": Key(float, 0.0, 1.0, low_open=True, help="vLLM KV-cache share"),

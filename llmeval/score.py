@@ -302,13 +302,7 @@ def build_parser() -> cli.Parser:
         default="auto",
         help="extract code from chat answers: auto (chat records or fenced code), always, never",
     )
-    p.add_argument("--run-dir", metavar="D", help="where the heartbeat and run record go")
-    p.add_argument(
-        "--progress",
-        action=cli.argparse.BooleanOptionalAction,
-        default=None,
-        help="tqdm progress bar on stderr (default: when stderr is a terminal)",
-    )
+    cli.add_run_flags(p)
     cli.add_common(p)
     return p
 
@@ -353,11 +347,7 @@ def _main(args: Any) -> int:
     heartbeat = telemetry.Heartbeat(
         metrics_path, run=run, info={"output": args.output, "input": args.inputs or ["-"]}
     )
-    bar = None
-    if args.progress or (args.progress is None and sys.stderr.isatty()):
-        from tqdm import tqdm
-
-        bar = tqdm(unit="record", desc=PROG, file=sys.stderr, mininterval=0.5)
+    bar = cli.progress_bar(args.progress, unit="record", desc=PROG)
     counts = Counts()
 
     def progress(c: Counts) -> None:

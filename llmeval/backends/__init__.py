@@ -26,6 +26,7 @@ BACKENDS: dict[str, str] = {
     "hf": "llmeval.backends.hf:HFBackend",
     "vllm": "llmeval.backends.vllm:VLLMBackend",
     "openai": "llmeval.backends.openai:OpenAIBackend",
+    "reference": "llmeval.backends.reference:ReferenceBackend",
 }
 
 
@@ -45,6 +46,9 @@ class Request:
     seeds: list[int | None]  # one per sample: derived from the run seed and the sample's key
     sampling: Sampling
     tag: Any = None  # the caller's handle, returned in each Completion
+    reference: dict[str, Any] | None = (
+        None  # the prompt record's reference (the reference backend's answer)
+    )
 
 
 @dataclass

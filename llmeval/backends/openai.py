@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -89,6 +90,11 @@ def served_model(name: str, base_url: str | None, key_env: str = "OPENAI_API_KEY
     )
     model_id = f"openai:{base}#{name}"
     return ModelRef(name, "served", model_id, rev, f"{model_id}@{rev}", None)
+
+
+def _rest(req: Request, remaining: list[tuple[int, int | None]]) -> Request:
+    """``req`` narrowed to the samples still without a choice."""
+    return replace(req, samples=[s for s, _ in remaining], seeds=[sd for _, sd in remaining])
 
 
 class OpenAIBackend(Backend):
@@ -164,26 +170,12 @@ class OpenAIBackend(Backend):
             try:
                 reply = self._post(url, body)
             except HTTPFailure as exc:
-                partial = Request(
-                    req.prompt,
-                    req.messages,
-                    [s for s, _ in remaining],
-                    [sd for _, sd in remaining],
-                    req.sampling,
-                    req.tag,
-                )
-                return results + list(failed(partial, str(exc)))
+                return results + list(failed(_rest(req, remaining), str(exc)))
             choices = [c for c in (reply.get("choices") or []) if isinstance(c, dict)]
             if not choices:
-                partial = Request(
-                    req.prompt,
-                    req.messages,
-                    [s for s, _ in remaining],
-                    [sd for _, sd in remaining],
-                    req.sampling,
-                    req.tag,
+                return results + list(
+                    failed(_rest(req, remaining), f"{url}: reply without choices")
                 )
-                return results + list(failed(partial, f"{url}: reply without choices"))
             usage = reply.get("usage") or {}
             choices.sort(key=lambda c: c.get("index", 0))
             for choice in choices[: len(remaining)]:
