@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import gzip
-import io
 import os
 import sys
 import time
@@ -123,26 +122,9 @@ def read_many_numbered(paths: Iterable[str | None]) -> Iterator[tuple[str, Recor
         yield from read_numbered(p)
 
 
-def read_many(paths: Iterable[str | None]) -> Iterator[Record]:
-    """Chain :func:`read_records` over several inputs; an empty list means stdin."""
-    for _, rec in read_many_numbered(paths):
-        yield rec
-
-
 def dumps(record: Record) -> bytes:
     """One record as a JSONL line (with its newline). Non-JSON values are errors."""
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY)
-
-
-def require(record: Record, field: str, where: str, types: type | tuple[type, ...] = object) -> Any:
-    """Return ``record[field]`` or raise :class:`DataError` naming where and the field."""
-    if field not in record:
-        raise DataError(where, f'no field "{field}"')
-    value = record[field]
-    if not isinstance(value, types):
-        want = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
-        raise DataError(where, f'field "{field}" must be {want}, got {type(value).__name__}')
-    return value
 
 
 def heal_torn_tail(path: str | os.PathLike[str]) -> int:
@@ -250,8 +232,3 @@ def existing_values(path: str | os.PathLike[str] | None, field: str = "key") -> 
     return {
         r[field] for r in read_records(path, tolerate_torn_tail=True) if r.get(field) is not None
     }
-
-
-def text_stream(binary: IO[bytes]) -> io.TextIOWrapper:
-    """A UTF-8 text view of a binary stream (for CSV readers)."""
-    return io.TextIOWrapper(binary, encoding="utf-8", newline="")

@@ -252,6 +252,17 @@ def allocate_uids(count: int) -> tuple[list[int], list[Any]]:
     return uids, locks
 
 
+def remove_candidate_dirs(uid: int) -> None:
+    """Remove the temp dirs of candidates that ran as ``uid`` (left when a zygote was killed).
+
+    Safe while this process holds ``uid``'s lock: no other pool can be using it.
+    """
+    import glob
+
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), f"llmeval-cand-{uid}-*")):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def describe_isolation(limits: Limits, root: bool, network: str) -> str:
     procs = (
         f"own uid per worker, RLIMIT_NPROC={limits.processes}"
@@ -732,6 +743,9 @@ class SandboxPool:
             self.uids, self.locks = allocate_uids(workers)
             if len(self.uids) < workers:
                 raise RuntimeError("no free sandbox uids (another llmeval holds them all)")
+            for uid in self.uids:  # processes and temp dirs a crashed earlier run left behind
+                kill_uid(uid)
+                remove_candidate_dirs(uid)
         else:
             self.uids = [None] * workers  # type: ignore[list-item]
         self.workers: list[_Worker] = []
@@ -870,6 +884,8 @@ class _Worker:
         if self.uid is not None:
             kill_uid(self.uid)
         self.proc.wait()
+        if self.uid is not None:
+            remove_candidate_dirs(self.uid)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 stream.close()
