@@ -331,7 +331,6 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: Any) -> int:
     from llmeval import backends, presets, provenance, telemetry
     from llmeval.cache import GenerationCache
-    from llmeval.datasets import user_cache_dir
     from llmeval.models import resolve_model
     from llmeval.records import AppendWriter, existing_values, read_many_numbered
 
@@ -401,12 +400,7 @@ def _main(args: Any) -> int:
             },
         },
     )
-    metrics_path, runs_path = telemetry.run_paths(
-        args.output, args.run_dir, run["run_id"], user_cache_dir()
-    )
-    with AppendWriter(runs_path) as w:
-        w.write(run)
-    done_keys = existing_values(args.output) if args.output else set()
+    done_keys = existing_values(args.output)
     cache = None if args.no_cache else GenerationCache(args.cache_dir)
     inputs = args.inputs
     cli.check_stdin(PROG, inputs)
@@ -414,10 +408,11 @@ def _main(args: Any) -> int:
     if args.limit:
         numbered = islice(numbered, args.limit)
 
-    heartbeat = telemetry.Heartbeat(
-        metrics_path,
-        run=run,
-        info={
+    heartbeat = telemetry.start_run(
+        run,
+        args.output,
+        args.run_dir,
+        {
             "model": args.label or model.name,
             "backend": name,
             "output": args.output,

@@ -20,7 +20,7 @@ import gzip
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import orjson
@@ -221,14 +221,16 @@ class AppendWriter:
         self.close()
 
 
-def existing_values(path: str | os.PathLike[str] | None, field: str = "key") -> set[Any]:
-    """Values of ``field`` already in an output file, for resuming.
+def existing_values(
+    path: str | os.PathLike[str] | None, identity: Callable[[Record], Any] = lambda r: r.get("key")
+) -> set[Any]:
+    """The identities (default: ``key``) of the records already in an output file, for resuming.
 
     Tolerates a torn last line (the writer heals it) and nothing else: a
-    malformed line in the middle is a :class:`DataError`.
+    malformed line in the middle is a :class:`DataError`. None is never an identity.
     """
     if path is None or str(path) == "-" or not os.path.exists(path):
         return set()
     return {
-        r[field] for r in read_records(path, tolerate_torn_tail=True) if r.get(field) is not None
+        v for r in read_records(path, tolerate_torn_tail=True) if (v := identity(r)) is not None
     }

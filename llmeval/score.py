@@ -314,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: Any) -> int:
     from llmeval import presets, provenance, telemetry
-    from llmeval.datasets import user_cache_dir
-    from llmeval.records import AppendWriter, read_many_numbered
+    from llmeval.records import AppendWriter, existing_values, read_many_numbered
     from llmeval.sandbox import Limits
 
     preset = presets.apply_overrides(
@@ -334,18 +333,13 @@ def _main(args: Any) -> int:
         gpus=False,
         extra={"sandbox": {"workers": workers, **limits.__dict__}},
     )
-    metrics_path, runs_path = telemetry.run_paths(
-        args.output, args.run_dir, run["run_id"], user_cache_dir()
-    )
-    with AppendWriter(runs_path) as w:
-        w.write(run)
-    done = {identity(r) for r in _existing(args.output)} if args.output else set()
+    done = existing_values(args.output, identity)
     cli.check_stdin(PROG, args.inputs)
     numbered: Iterable[tuple[str, Record]] = read_many_numbered(args.inputs)
     if args.limit:
         numbered = islice(numbered, args.limit)
-    heartbeat = telemetry.Heartbeat(
-        metrics_path, run=run, info={"output": args.output, "input": args.inputs or ["-"]}
+    heartbeat = telemetry.start_run(
+        run, args.output, args.run_dir, {"output": args.output, "input": args.inputs or ["-"]}
     )
     bar = cli.progress_bar(args.progress, unit="record", desc=PROG)
     counts = Counts()
@@ -399,13 +393,6 @@ def _main(args: Any) -> int:
         + (f"; {counts.skipped} already in output" if counts.skipped else ""),
     )
     return 0
-
-
-def _existing(path: str) -> Iterator[Record]:
-    from llmeval.records import read_records
-
-    if os.path.exists(path):
-        yield from read_records(path, tolerate_torn_tail=True)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,16 @@ def run_paths(
         return Path(output + ".metrics.json"), Path(output + ".runs.jsonl")
     d = home / "runs" / run_id
     return d / "metrics.json", d / "runs.jsonl"
+
+
+def start_run(
+    run: dict[str, Any], output: str | None, run_dir: str | None, info: dict[str, Any]
+) -> Heartbeat:
+    """Append ``run`` to the run's ``runs.jsonl`` and start its heartbeat (docs/records.md)."""
+    from llmeval.datasets import user_cache_dir
+    from llmeval.records import AppendWriter
+
+    metrics_path, runs_path = run_paths(output, run_dir, run["run_id"], user_cache_dir())
+    with AppendWriter(runs_path) as w:
+        w.write(run)
+    return Heartbeat(metrics_path, run=run, info=info)
