@@ -104,3 +104,12 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = old
+
+
+def heavy_imports(
+    statement: str, heavy: tuple[str, ...] = ("torch", "transformers", "vllm")
+) -> list[str]:
+    """Which of ``heavy`` a fresh interpreter has imported after running ``statement``."""
+    code = f"import sys\n{statement}\nprint(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()

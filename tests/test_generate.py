@@ -7,7 +7,7 @@ import time
 
 import orjson
 import pytest
-from conftest import BIN, FIXTURES, run_cmd
+from conftest import BIN, FIXTURES, heavy_imports, run_cmd
 
 from llmeval.backends import Completion
 from llmeval.generate import Settings, Tally, generate, main, sample_key
@@ -200,12 +200,7 @@ def test_print_config_merges_flags():
 
 
 def test_import_is_light():
-    code = (
-        "import sys, llmeval.generate, llmeval.backends, llmeval.cache;"
-        "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports("import llmeval.generate, llmeval.backends, llmeval.cache") == []
 
 
 # ----------------------------------------------------------------------------- the real model

@@ -1,5 +1,4 @@
-import subprocess
-import sys
+from conftest import heavy_imports
 
 from llmeval import provenance
 
@@ -21,12 +20,7 @@ def test_run_record_fields(monkeypatch):
 
 
 def test_versions_read_without_importing_torch():
-    code = (
-        "import sys; from llmeval import provenance; provenance.run_record('x');"
-        "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports("from llmeval import provenance; provenance.run_record('x')") == []
 
 
 def test_git_revision_reads_checkout(tmp_path):

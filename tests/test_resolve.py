@@ -3,7 +3,7 @@ import sys
 
 import orjson
 import pytest
-from conftest import FIXTURES, run_cmd
+from conftest import FIXTURES, heavy_imports, run_cmd
 
 from llmeval.datasets import REGISTRY
 from llmeval.resolve import FieldMap, main, resolve, shard_of
@@ -221,12 +221,8 @@ def test_list_cli(tmp_path):
 
 
 def test_no_heavy_imports():
-    code = (
-        "import sys, llmeval.resolve, llmeval.records, llmeval.presets, llmeval.provenance;"
-        "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'numpy', 'scipy') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    statement = "import llmeval.resolve, llmeval.records, llmeval.presets, llmeval.provenance"
+    assert heavy_imports(statement, ("torch", "transformers", "vllm", "numpy", "scipy")) == []
 
 
 def test_help_has_pipeline_example():

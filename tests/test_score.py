@@ -5,7 +5,7 @@ import time
 
 import orjson
 import pytest
-from conftest import BIN, FIXTURES, run_cmd
+from conftest import BIN, FIXTURES, heavy_imports, run_cmd
 
 from llmeval.records import ERROR, FAIL, NO_ANSWER, PASS, TIMEOUT
 from llmeval.resolve import resolve
@@ -205,12 +205,7 @@ def test_already_scored_input_is_refused(tmp_path):
 
 
 def test_import_is_light():
-    code = (
-        "import sys, llmeval.score;"
-        "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'numpy') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports("import llmeval.score", ("torch", "transformers", "vllm", "numpy")) == []
 
 
 OFFICIAL = """
