@@ -28,11 +28,16 @@ install-server: $(STAMP)
 	$(PY) -c 'import llama_cpp.server' 2>/dev/null || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet --no-cache-dir 'llama-cpp-python[server]'
 
-# Debian packages the tests drive for real (tmux for eval-monitor's terminal test); as root only.
+# Debian packages the tests drive for real, as root only: tmux (eval-monitor's terminal test),
+# slurm-wlm and munge (the SLURM client eval-monitor and eval-campaign call, and a local cluster).
 install-system:
-	@command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux >/dev/null) || \
-	  echo "tmux not installed: the terminal test of eval-monitor will be skipped"; }
+	@missing=""; for c in tmux:tmux squeue:slurm-wlm munged:munge; do \
+	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null); \
+	  else echo "not installed:$$missing (needs root and apt-get); the tests that drive them will be skipped"; fi; \
+	fi
 
 test: install install-server install-system
 	$(PY) -m pytest
@@ -79,5 +84,5 @@ demo: install
 # A campaign locally, model by model; make's own dependency tracking (step stamps) lets an
 # interrupted run resume where it stopped:  make campaign CAMPAIGN=campaigns/demo.toml
 campaign: install
-	@test -n "$(CAMPAIGN)" || { echo "usage: make campaign CAMPAIGN=campaigns/NAME.toml [OUTPUT=results]" >&2; exit 2; }
-	@mk=$$($(VENV)/bin/eval-campaign makefile $(CAMPAIGN) $(if $(OUTPUT),--output $(OUTPUT))) && $(MAKE) -f $$mk
+	@test -n "$(CAMPAIGN)" || { echo "usage: make campaign CAMPAIGN=campaigns/NAME.toml [RESULTS=results]" >&2; exit 2; }
+	@mk=$$($(VENV)/bin/eval-campaign makefile $(CAMPAIGN) $(if $(RESULTS),--results $(RESULTS))) && $(MAKE) -f $$mk

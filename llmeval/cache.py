@@ -20,18 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmeval.datasets import user_cache_dir
+from llmeval import paths
 from llmeval.records import AppendWriter, Record, read_records
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("LLMEVAL_CACHE")
-    return Path(env) if env else user_cache_dir() / "cache"
 
 
 class GenerationCache:
     def __init__(self, root: str | os.PathLike[str] | None = None):
-        self.root = Path(root) if root else default_cache_dir()
+        self.root = Path(root) if root else paths.cache_dir()
         self.dir = self.root / "gen"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, dict[str, Record]] = {}

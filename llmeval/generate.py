@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -24,8 +23,9 @@ import orjson
 import llmeval
 from llmeval import cli
 from llmeval.backends import Backend, Request, Sampling
+from llmeval.errors import DataError, StageError
 from llmeval.models import ModelRef
-from llmeval.records import DataError, Record
+from llmeval.records import Record, check_fields
 
 PROG = "eval-generate"
 EXIT_SOME_FAILED = 3
@@ -82,17 +82,10 @@ def sample_seed(seed: int, key: str) -> int | None:
 
 
 def _check_record(where: str, rec: Record) -> None:
-    messages = rec.get("messages")
-    if messages is not None:
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and "content" in m for m in messages
-        ):
-            raise DataError(where, 'field "messages" must be a list of {"role", "content"} objects')
-    elif not isinstance(rec.get("prompt"), str):
+    """Refuse a prompt record eval-generate cannot use, naming the field (docs/records.md)."""
+    check_fields(where, rec, optional=("prompt", "messages", "stop", "id", "dataset", "reference"))
+    if rec.get("messages") is None and rec.get("prompt") is None:
         raise DataError(where, 'no field "prompt" (a string) or "messages"')
-    stop = rec.get("stop", [])
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise DataError(where, 'field "stop" must be a list of strings')
 
 
 class Tally:
@@ -254,238 +247,211 @@ def generate(
 # ---------------------------------------------------------------------------- command line
 
 
-def build_parser() -> cli.Parser:
-    p = cli.Parser(PROG, "Generate completions for prompt records (JSONL in, JSONL out).", EPILOG)
-    p.add_argument(
-        "inputs", nargs="*", metavar="FILE", help="prompt records (default: stdin; .gz ok)"
-    )
-    p.add_argument(
-        "--model",
-        required=True,
-        metavar="M",
-        help="alias (gemma3-270m), local folder, hub id, or the served model name (openai)",
-    )
-    p.add_argument(
-        "--backend",
-        default=None,
-        choices=["auto", "vllm", "hf", "openai", "reference"],
-        help="generation backend (default: the preset's, else auto)",
-    )
-    p.add_argument(
-        "--preset", default="base", metavar="P", help="preset name or .toml path (default: base)"
-    )
-    p.add_argument("-n", type=cli.positive_int, dest="n", metavar="N", help="samples per prompt")
-    p.add_argument("--temperature", type=cli.nonneg_float, metavar="T", help="0 = greedy")
-    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass")
-    p.add_argument("--max-tokens", type=cli.positive_int, metavar="K", help="new tokens per sample")
-    p.add_argument(
-        "--seed", type=int, metavar="S", help="run seed (per-sample seeds derive from it)"
-    )
-    p.add_argument(
-        "--batch-size", type=cli.positive_int, metavar="B", help="hf: rows per forward pass"
-    )
-    p.add_argument(
-        "--concurrency", type=cli.positive_int, metavar="C", help="openai: requests in flight"
-    )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="hf: device")
-    p.add_argument(
-        "--dtype", choices=["auto", "float16", "bfloat16", "float32"], help="weights dtype"
-    )
-    p.add_argument("--revision", metavar="R", help="hub revision of --model")
-    p.add_argument(
-        "--label",
-        metavar="NAME",
-        help="name for the records' model field (default: --model), e.g. one model at two settings",
-    )
-    p.add_argument(
-        "--cache-dir", metavar="D", help="shared generation cache (default: $LLMEVAL_CACHE)"
-    )
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    p.add_argument(
-        "--base-url", metavar="URL", help="openai: server base URL, e.g. http://127.0.0.1:8000/v1"
-    )
-    p.add_argument(
-        "--api-key-env",
-        default="OPENAI_API_KEY",
-        metavar="VAR",
-        help="openai: environment variable holding the API key (default: OPENAI_API_KEY)",
-    )
-    p.add_argument(
-        "--extra-body",
-        metavar="JSON",
-        help="openai: extra request fields, e.g. '{\"repeat_penalty\": 1.0}'",
-    )
-    p.add_argument(
-        "--print-config", action="store_true", help="print the effective preset as JSON and exit"
-    )
-    cli.add_run_flags(p)
-    cli.add_common(p)
-    return p
+class Generate(cli.Command):
+    prog = PROG
+    description = "Generate completions for prompt records (JSONL in, JSONL out)."
+    epilog = EPILOG
+    inputs_help = "prompt records (default: stdin; .gz ok)"
+    stage = "generate"
+    unit = "sample"
+
+    def add_arguments(self, p: cli.Parser) -> None:
+        p.add_argument(
+            "--model",
+            required=True,
+            metavar="M",
+            help="alias (gemma3-270m), local folder, hub id, or the served model name (openai)",
+        )
+        p.add_argument(
+            "--backend",
+            default=None,
+            choices=["auto", "vllm", "hf", "openai", "reference"],
+            help="generation backend (default: the preset's, else auto)",
+        )
+        p.add_argument(
+            "--preset", default="base", metavar="P", help="preset name or .toml path (default: base)"
+        )
+        p.add_argument("-n", type=cli.positive_int, dest="n", metavar="N", help="samples per prompt")
+        p.add_argument("--temperature", type=cli.nonneg_float, metavar="T", help="0 = greedy")
+        p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass")
+        p.add_argument(
+            "--max-tokens", type=cli.positive_int, metavar="K", help="new tokens per sample"
+        )
+        p.add_argument(
+            "--seed", type=int, metavar="S", help="run seed (per-sample seeds derive from it)"
+        )
+        p.add_argument(
+            "--batch-size", type=cli.positive_int, metavar="B", help="hf: rows per forward pass"
+        )
+        p.add_argument(
+            "--concurrency", type=cli.positive_int, metavar="C", help="openai: requests in flight"
+        )
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="hf: device")
+        p.add_argument(
+            "--dtype", choices=["auto", "float16", "bfloat16", "float32"], help="weights dtype"
+        )
+        p.add_argument("--revision", metavar="R", help="hub revision of --model")
+        p.add_argument(
+            "--label",
+            metavar="NAME",
+            help="name for the records' model field (default: --model), e.g. one model at two settings",
+        )
+        p.add_argument(
+            "--cache-dir", metavar="D", help="shared generation cache (default: $LLMEVAL_CACHE)"
+        )
+        p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+        p.add_argument(
+            "--base-url", metavar="URL", help="openai: server base URL, e.g. http://127.0.0.1:8000/v1"
+        )
+        p.add_argument(
+            "--api-key-env",
+            default="OPENAI_API_KEY",
+            metavar="VAR",
+            help="openai: environment variable holding the API key (default: OPENAI_API_KEY)",
+        )
+        p.add_argument(
+            "--extra-body",
+            metavar="JSON",
+            help="openai: extra request fields, e.g. '{\"repeat_penalty\": 1.0}'",
+        )
+        p.add_argument(
+            "--print-config",
+            action="store_true",
+            help="print the effective preset as JSON and exit",
+        )
+
+    def run(self) -> int:
+        from llmeval import backends, presets
+        from llmeval.cache import GenerationCache
+        from llmeval.models import resolve_model
+
+        args = self.args
+        preset = presets.load_preset(args.preset)
+        preset = presets.apply_overrides(
+            preset,
+            "sampling",
+            n=args.n,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        )
+        preset = presets.apply_overrides(
+            preset,
+            "engine",
+            backend=args.backend,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            device=args.device,
+            dtype=args.dtype,
+        )
+        if args.print_config:
+            sys.stdout.buffer.write(orjson.dumps(preset, option=orjson.OPT_INDENT_2) + b"\n")
+            return 0
+        engine, sampling = preset["engine"], preset["sampling"]
+        name, note = backends.choose(engine.get("backend", "auto"), args.base_url)
+        if note:
+            self.log(note)
+        engine = {**engine, "backend": name}
+        if name == "openai":
+            from llmeval.backends.openai import served_model
+
+            model = served_model(args.model, args.base_url)
+            engine.update(
+                base_url=args.base_url,
+                api_key_env=args.api_key_env,
+                extra_body=_extra_body(args.extra_body),
+            )
+        elif name == "reference":
+            from llmeval.backends.reference import reference_model
+
+            model = reference_model(args.model)
+        else:
+            model = resolve_model(args.model, revision=args.revision)
+        backend = backends.load_backend_class(name)(model, engine, self.log)
+        settings = Settings(
+            temperature=sampling["temperature"],
+            top_p=sampling["top_p"],
+            max_tokens=sampling["max_tokens"],
+            n=sampling["n"],
+            seed=sampling["seed"],
+            chunk_size=int(engine.get("chunk_size") or 1024),
+        )
+        done_keys = self.done()
+        run = self.start_run(
+            preset=preset,
+            seed=settings.seed,
+            extra={
+                "backend": backend.describe(),
+                "model": {
+                    "name": model.name,
+                    "model_id": model.model_id,
+                    "revision": model.revision,
+                    "kind": model.kind,
+                },
+            },
+            info={
+                "model": args.label or model.name,
+                "backend": name,
+                "preset": preset["name"],
+            },
+        )
+        cache = None if args.no_cache else GenerationCache(args.cache_dir)
+        tally = Tally()
+
+        def progress(t: Tally) -> None:
+            elapsed = max(self.elapsed(), 1e-9)
+            self.progress(
+                done=t.done,
+                total=t.total,
+                postfix={
+                    "tok_s": f"{t.output_tokens / elapsed:.1f}",
+                    "cached": t.cached,
+                    "errors": t.errors,
+                },
+                generated=t.generated,
+                cached=t.cached,
+                skipped=t.skipped,
+                errors=t.errors,
+                output_tokens=t.output_tokens,
+                prompt_tokens=t.prompt_tokens,
+                datasets=sorted(t.datasets)[:20],
+            )
+
+        try:
+            for rec in generate(
+                self.records(),
+                backend,
+                settings,
+                run_id=run["run_id"],
+                preset_name=preset["name"],
+                cache=cache,
+                done_keys=done_keys,
+                tally=tally,
+                on_progress=progress,
+                label=args.label,
+            ):
+                self.write(rec)
+        finally:
+            if cache is not None:
+                cache.close()
+            backend.close()
+            progress(tally)
+        self.finish(backend_facts=backend.describe())
+        elapsed = self.elapsed()
+        rate = f", {tally.output_tokens / elapsed:.1f} tokens/s" if tally.generated else ""
+        self.log(
+            f"{tally.total} samples: {tally.generated} generated, {tally.cached} from cache, "
+            f"{tally.skipped} already in output, {tally.errors} errors ({elapsed:.1f} s{rate})"
+        )
+        if tally.errors:
+            self.log(f'{tally.errors} samples failed; their records carry an "error" field')
+            return EXIT_SOME_FAILED
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return cli.run(PROG, lambda: _main(args), args.verbose)
-
-
-def _main(args: Any) -> int:
-    from llmeval import backends, presets, provenance, telemetry
-    from llmeval.cache import GenerationCache
-    from llmeval.models import resolve_model
-    from llmeval.records import AppendWriter, existing_values, read_many_numbered
-
-    preset = presets.load_preset(args.preset)
-    preset = presets.apply_overrides(
-        preset,
-        "sampling",
-        n=args.n,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-    )
-    preset = presets.apply_overrides(
-        preset,
-        "engine",
-        backend=args.backend,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        device=args.device,
-        dtype=args.dtype,
-    )
-    if args.print_config:
-        sys.stdout.buffer.write(orjson.dumps(preset, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    engine, sampling = preset["engine"], preset["sampling"]
-    name, note = backends.choose(engine.get("backend", "auto"), args.base_url)
-    if note:
-        cli.log(PROG, note)
-    engine = {**engine, "backend": name}
-    if name == "openai":
-        from llmeval.backends.openai import served_model
-
-        model = served_model(args.model, args.base_url)
-        engine.update(
-            base_url=args.base_url,
-            api_key_env=args.api_key_env,
-            extra_body=_extra_body(args.extra_body),
-        )
-    elif name == "reference":
-        from llmeval.backends.reference import reference_model
-
-        model = reference_model(args.model)
-    else:
-        model = resolve_model(args.model, revision=args.revision)
-    backend = backends.load_backend_class(name)(model, engine, lambda m: cli.log(PROG, m))
-    settings = Settings(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_tokens=sampling["max_tokens"],
-        n=sampling["n"],
-        seed=sampling["seed"],
-        chunk_size=int(engine.get("chunk_size") or 1024),
-    )
-
-    run = provenance.run_record(
-        "generate",
-        preset=preset,
-        seed=settings.seed,
-        extra={
-            "backend": backend.describe(),
-            "model": {
-                "name": model.name,
-                "model_id": model.model_id,
-                "revision": model.revision,
-                "kind": model.kind,
-            },
-        },
-    )
-    done_keys = existing_values(args.output)
-    cache = None if args.no_cache else GenerationCache(args.cache_dir)
-    inputs = args.inputs
-    cli.check_stdin(PROG, inputs)
-    numbered = read_many_numbered(inputs)
-    if args.limit:
-        numbered = islice(numbered, args.limit)
-
-    heartbeat = telemetry.start_run(
-        run,
-        args.output,
-        args.run_dir,
-        {
-            "model": args.label or model.name,
-            "backend": name,
-            "output": args.output,
-            "preset": preset["name"],
-            "input": inputs or ["-"],
-        },
-    )
-    tally = Tally()
-    bar = cli.progress_bar(args.progress, unit="sample", desc=PROG)
-    t0 = time.monotonic()
-
-    def progress(t: Tally) -> None:
-        heartbeat.update(
-            total=t.total,
-            done=t.done,
-            generated=t.generated,
-            cached=t.cached,
-            skipped=t.skipped,
-            errors=t.errors,
-            output_tokens=t.output_tokens,
-            prompt_tokens=t.prompt_tokens,
-            datasets=sorted(t.datasets)[:20],
-        )
-        if bar is not None:
-            bar.total = t.total
-            bar.n = t.done
-            elapsed = max(time.monotonic() - t0, 1e-9)
-            bar.set_postfix(
-                tok_s=f"{t.output_tokens / elapsed:.1f}",
-                cached=t.cached,
-                errors=t.errors,
-                refresh=False,
-            )
-            bar.refresh()
-
-    out = AppendWriter(args.output)
-    state = "failed"
-    try:
-        for rec in generate(
-            numbered,
-            backend,
-            settings,
-            run_id=run["run_id"],
-            preset_name=preset["name"],
-            cache=cache,
-            done_keys=done_keys,
-            tally=tally,
-            on_progress=progress,
-            label=args.label,
-        ):
-            out.write(rec)
-        state = "finished"
-    finally:
-        out.close()
-        if cache is not None:
-            cache.close()
-        backend.close()
-        if bar is not None:
-            bar.close()
-        progress(tally)
-        heartbeat.update(backend_facts=backend.describe())
-        heartbeat.finish(state)
-    elapsed = time.monotonic() - t0
-    rate = f", {tally.output_tokens / elapsed:.1f} tokens/s" if tally.generated else ""
-    cli.log(
-        PROG,
-        f"{tally.total} samples: {tally.generated} generated, {tally.cached} from cache, "
-        f"{tally.skipped} already in output, {tally.errors} errors ({elapsed:.1f} s{rate})",
-    )
-    if tally.errors:
-        cli.log(PROG, f'{tally.errors} samples failed; their records carry an "error" field')
-        return EXIT_SOME_FAILED
-    return 0
+    return Generate().main(argv)
 
 
 def _extra_body(text: str | None) -> dict[str, Any]:
@@ -494,9 +460,9 @@ def _extra_body(text: str | None) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise cli.StageError(f"--extra-body: invalid JSON ({exc})") from None
+        raise StageError(f"--extra-body: invalid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise cli.StageError("--extra-body: expected a JSON object")
+        raise StageError("--extra-body: expected a JSON object")
     return value
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from llmeval.cli import StageError, missing_dependency
-from llmeval.datasets import user_cache_dir
+from llmeval import paths
+from llmeval.errors import StageError, missing_dependency
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -51,11 +51,6 @@ class Alias:
     package: str
     description: str
     build: Callable[[Path], None]
-
-
-def models_dir() -> Path:
-    env = os.environ.get("LLMEVAL_MODELS")
-    return Path(env) if env else user_cache_dir() / "models"
 
 
 def _convert_gemma3_270m(dest: Path) -> None:
@@ -148,7 +143,7 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelRef:
             alias.package,
             rev,
             f"{alias.package}@{rev}",
-            models_dir() / f"{name}-{rev}",
+            paths.models_dir() / f"{name}-{rev}",
         )
     path = Path(name).expanduser()
     if path.is_dir():

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import deque
@@ -27,7 +26,9 @@ from typing import Any
 
 import orjson
 
-from llmeval import cli
+from llmeval import cli, paths
+from llmeval.errors import DataError
+from llmeval.slurm import FAILED_STATES, squeue_tasks
 
 PROG = "eval-monitor"
 WIDTH = 80
@@ -236,73 +237,6 @@ def _command(pid: int) -> str | None:
 
 # ---------------------------------------------------------------------------- SLURM
 
-SQUEUE_STATES = {
-    "PD": "pending",
-    "R": "running",
-    "CD": "completed",
-    "F": "failed",
-    "CA": "cancelled",
-    "TO": "timeout",
-    "OOM": "failed",
-    "NF": "failed",
-    "PR": "preempted",
-    "CG": "completing",
-    "S": "suspended",
-    "BF": "failed",
-    "DL": "failed",
-}
-
-
-def slurm_tasks(job_ids: set[str]) -> dict[str, Any]:
-    """The array tasks of ``job_ids`` from squeue, with log tails for failed ones."""
-    if shutil.which("squeue") is None:
-        return {"available": False, "note": "squeue not found", "tasks": []}
-    cmd = ["squeue", "-h", "-t", "all", "-o", "%i|%A|%F|%K|%T|%j|%M|%N|%r"]
-    if job_ids:
-        cmd += ["-j", ",".join(sorted(job_ids))]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"available": False, "note": f"squeue failed: {exc}", "tasks": []}
-    if out.returncode != 0:
-        return {"available": False, "note": f"squeue: {out.stderr.strip()[:200]}", "tasks": []}
-    tasks = []
-    for line in out.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) < 9:
-            continue
-        jid, _, array_job, array_task, state, name, elapsed, node, reason = parts[:9]
-        state_word = state.lower()
-        task: dict[str, Any] = {
-            "job_id": jid,
-            "array_job_id": array_job,
-            "array_task_id": array_task,
-            "state": state_word,
-            "name": name,
-            "elapsed": elapsed,
-            "node": node,
-            "reason": reason,
-        }
-        if state_word in ("failed", "timeout", "out_of_memory", "node_fail", "cancelled"):
-            task["log_tail"] = _log_tail(jid)
-        tasks.append(task)
-    return {"available": True, "note": None, "tasks": tasks}
-
-
-def _log_tail(job_id: str, lines: int = 5) -> list[str]:
-    try:
-        out = subprocess.run(
-            ["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    path = next((f.split("=", 1)[1] for f in out.stdout.split() if f.startswith("StdOut=")), None)
-    if not path or not os.path.exists(path):
-        return []
-    with open(path, "rb") as fh:
-        fh.seek(max(0, os.path.getsize(path) - 8192))
-        return fh.read().decode("utf-8", "replace").splitlines()[-lines:]
-
 
 def campaign_job_ids(dirs: list[str], runs: list[dict[str, Any]]) -> set[str]:
     ids = {
@@ -328,11 +262,7 @@ def snapshot(dirs: list[str], gpus: GPUs, stall_s: float) -> dict[str, Any]:
     order = {"failed": 0, "stalled": 1, "running": 2, "finished": 3}
     runs.sort(key=lambda r: (order.get(r["state"], 9), r.get("run_id") or ""))
     job_ids = campaign_job_ids(dirs, runs)
-    slurm: dict[str, Any] = (
-        slurm_tasks(job_ids)
-        if job_ids or shutil.which("squeue")
-        else {"available": False, "note": "squeue not found", "tasks": []}
-    )
+    slurm = squeue_tasks(job_ids)
     if slurm["available"]:
         by_task = {
             (
@@ -383,9 +313,8 @@ def render(snap: dict[str, Any], width: int = WIDTH) -> list[str]:
         total = r["total"]
         pct = f" {100 * r['done'] / total:.0f}%" if total else ""
         what = f"{r['stage'] or '?'} {r['model'] or ''} {','.join(r['datasets'][:3])}".strip()
-        lines.append(
-            f"{mark}{r['state'].upper():9s}{what[:44]:44s} {r['done']}/{total if total is not None else '?'}{pct}"
-        )
+        count = f"{r['done']}/{total}" if total is not None else f"{r['done']} done"
+        lines.append(f"{mark}{r['state'].upper():9s}{what[:44]:44s} {count}{pct}")
         if r["stage"] == "generate":
             detail = (
                 f"    tok/s {_num(r['recent_tokens_per_s'])}/{_num(r['tokens_per_s'])} "
@@ -426,7 +355,7 @@ def render(snap: dict[str, Any], width: int = WIDTH) -> list[str]:
             "SLURM: " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no tasks")
         )
         for t in tasks:
-            if t["state"] in ("failed", "timeout", "cancelled", "out_of_memory", "node_fail"):
+            if t["state"] in FAILED_STATES:
                 lines.append(f"!!  task {t['job_id']} {t['state']} {t['reason']}")
                 for log_line in t.get("log_tail", [])[-3:]:
                     lines.append(f"      {log_line}")
@@ -438,49 +367,54 @@ def render(snap: dict[str, Any], width: int = WIDTH) -> list[str]:
 # ---------------------------------------------------------------------------- command line
 
 
-def build_parser() -> cli.Parser:
-    p = cli.Parser(
-        PROG, "Watch eval-generate / eval-score runs, GPUs and SLURM array tasks.", EPILOG
-    )
-    p.add_argument(
-        "dirs",
-        nargs="*",
-        metavar="RUN_DIR|CAMPAIGN_DIR",
-        help="where to look for heartbeat files (default: $LLMEVAL_HOME/runs)",
-    )
-    p.add_argument(
-        "--interval",
-        type=float,
-        default=2.0,
-        metavar="S",
-        help="refresh every S seconds (default 2)",
-    )
-    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    p.add_argument("--json", action="store_true", help="JSONL snapshots (fields: docs/monitor.md)")
-    p.add_argument(
-        "--stall",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="a running run with no heartbeat for S seconds is stalled (default 30)",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
-    return p
+class Monitor(cli.Command):
+    prog = PROG
+    description = "Watch eval-generate / eval-score runs, GPUs and SLURM array tasks."
+    epilog = EPILOG
+    inputs = None
+    output = None
+    limit = None
+
+    def add_arguments(self, p: cli.Parser) -> None:
+        p.add_argument(
+            "dirs",
+            nargs="*",
+            metavar="RUN_DIR|CAMPAIGN_DIR",
+            help="where to look for heartbeat files (default: $LLMEVAL_HOME/runs)",
+        )
+        p.add_argument(
+            "--interval",
+            type=cli.positive_float,
+            default=2.0,
+            metavar="S",
+            help="refresh every S seconds (default 2)",
+        )
+        p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+        p.add_argument(
+            "--json", action="store_true", help="JSONL snapshots (fields: docs/monitor.md)"
+        )
+        p.add_argument(
+            "--stall",
+            type=cli.positive_float,
+            default=30.0,
+            metavar="S",
+            help="a running run with no heartbeat for S seconds is stalled (default 30)",
+        )
+
+    def run(self) -> int:
+        args = self.args
+        for d in args.dirs:
+            if not os.path.exists(d):
+                raise DataError(d, "no such directory (give a run or campaign directory)")
+        dirs = args.dirs or [str(paths.runs_dir())]
+        gpus = GPUs()
+        if args.once or args.json or not sys.stdout.isatty():
+            return _stream(dirs, gpus, args)
+        return _live(dirs, gpus, args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return cli.run(PROG, lambda: _main(args), args.verbose)
-
-
-def _main(args: Any) -> int:
-    from llmeval.datasets import user_cache_dir
-
-    dirs = args.dirs or [str(user_cache_dir() / "runs")]
-    gpus = GPUs()
-    if args.once or args.json or not sys.stdout.isatty():
-        return _stream(dirs, gpus, args)
-    return _live(dirs, gpus, args)
+    return Monitor().main(argv)
 
 
 def _stream(dirs: list[str], gpus: GPUs, args: Any) -> int:

@@ -26,9 +26,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from llmeval.cli import StageError
-
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+from llmeval.errors import StageError
+from llmeval.paths import PRESETS_DIR
 
 
 class PresetError(StageError):

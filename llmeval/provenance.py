@@ -33,14 +33,6 @@ LIBRARIES = (
     "scipy",
     "numpy",
 )
-SLURM_VARS = {
-    "job_id": "SLURM_JOB_ID",
-    "array_job_id": "SLURM_ARRAY_JOB_ID",
-    "array_task_id": "SLURM_ARRAY_TASK_ID",
-    "node": "SLURMD_NODENAME",
-    "partition": "SLURM_JOB_PARTITION",
-    "restart_count": "SLURM_RESTART_COUNT",
-}
 
 
 def new_run_id(stage: str) -> str:
@@ -120,7 +112,8 @@ def run_record(
     gpus: bool = True,
 ) -> dict[str, Any]:
     """Build the run record for one invocation of ``stage``."""
-    slurm = {k: os.environ[v] for k, v in SLURM_VARS.items() if v in os.environ}
+    from llmeval.slurm import job_environment
+
     record: dict[str, Any] = {
         "type": "run",
         "run_id": new_run_id(stage),
@@ -131,7 +124,7 @@ def run_record(
         "user": os.environ.get("USER") or os.environ.get("LOGNAME"),
         "cwd": os.getcwd(),
         "argv": list(sys.argv if argv is None else argv),
-        "slurm": slurm or None,
+        "slurm": job_environment(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "libraries": library_versions(),

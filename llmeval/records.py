@@ -2,7 +2,7 @@
 
 Write policy (docs/records.md, "Files"): every record is serialised to one
 complete line and handed to the kernel in a single ``write(2)`` on a file
-opened with ``O_APPEND``, so a crash can tear at most the last line and
+opened with ``O_APPEND`` (for ``OUT.gz``: one complete gzip member per line), so a crash can tear at most the last line and
 concurrent appenders never interleave within a line. Files are flushed to the
 kernel per record (there is no user-space buffer) and ``fsync``-ed at most
 every ``fsync_interval`` seconds and on close. Before appending, a torn last
@@ -10,7 +10,11 @@ line (bytes after the final newline) is cut off: it is an incomplete record
 from a killed run, and the resumed run writes it again. Healing holds an
 exclusive ``flock`` and every append a shared one, so a process that opens a
 file other processes are appending to (a shared cache) never cuts off their
-lines.
+lines. Outputs that are not regular files (``/dev/null``, a FIFO) are
+written without healing or ``fsync``.
+
+Records are validated by field type in one place (:func:`check_fields`), so
+every stage reports a wrong type as ``FILE:LINE: field "x" must be ...``.
 """
 
 from __future__ import annotations
@@ -18,31 +22,19 @@ from __future__ import annotations
 import fcntl
 import gzip
 import os
+import stat
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import orjson
 
+from llmeval.errors import DataError
+from llmeval.vocab import SCORERS, STATUSES, TEST_STYLES
+
 Record = dict[str, Any]
-
-# Score statuses (docs/records.md, "eval-score"). Compare against these, never literals.
-PASS = "pass"
-FAIL = "fail"
-TIMEOUT = "timeout"
-ERROR = "error"
-NO_ANSWER = "no_answer"
-STATUSES = (PASS, FAIL, TIMEOUT, ERROR, NO_ANSWER)
-
-
-class DataError(Exception):
-    """Malformed input: reported as ``FILE:LINE: reason`` with exit status 1."""
-
-    def __init__(self, where: str, reason: str):
-        super().__init__(f"{where}: {reason}")
-        self.where = where
-        self.reason = reason
 
 
 def display_name(path: str | os.PathLike[str] | None) -> str:
@@ -80,7 +72,14 @@ def read_numbered(
     is the torn write of a killed run, and nothing else is.
     """
     name = display_name(path)
-    fh = _open_binary(path)
+    try:
+        fh = _open_binary(path)
+    except FileNotFoundError:
+        raise DataError(name, "no such file") from None
+    except IsADirectoryError:
+        raise DataError(name, "is a directory, not a file of records") from None
+    except OSError as exc:
+        raise DataError(name, f"cannot read ({exc.strerror or exc})") from None
     try:
         lineno = 0
         for raw in fh:
@@ -99,9 +98,13 @@ def read_numbered(
                     f"{name}:{lineno}", f"expected a JSON object, got {type(obj).__name__}"
                 )
             yield f"{name}:{lineno}", obj
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise DataError(name, "no such file") from None
+        if isinstance(exc, IsADirectoryError):
+            raise DataError(name, "is a directory, not a file of records") from None
+        if tolerate_torn_tail and isinstance(exc, (EOFError, gzip.BadGzipFile)):
+            return  # the torn last member of a killed run's OUT.gz
         raise DataError(name, f"cannot read ({exc})") from None
     finally:
         if fh is not sys.stdin.buffer:
@@ -127,20 +130,55 @@ def dumps(record: Record) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _complete_gzip_prefix(fd: int, name: str) -> int:
+    """Bytes of ``fd`` that form complete gzip members (a torn last member excluded)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    d = zlib.decompressobj(31)
+    fed = complete = 0
+    while chunk := os.read(fd, 1 << 20):
+        data = chunk
+        while data:
+            try:
+                d.decompress(data, 1 << 16)
+                while d.unconsumed_tail:  # output is discarded; bounded memory per step
+                    d.decompress(d.unconsumed_tail, 1 << 16)
+            except zlib.error as exc:
+                raise DataError(name, f"corrupt gzip data after byte {complete} ({exc})") from None
+            if d.eof:
+                fed += len(data) - len(d.unused_data)
+                complete = fed
+                data = d.unused_data
+                d = zlib.decompressobj(31)
+            else:
+                fed += len(data)
+                data = b""
+    return complete
+
+
 def heal_torn_tail(path: str | os.PathLike[str]) -> int:
-    """Cut bytes after the last newline of ``path``; return how many were cut.
+    """Cut a torn last line (``.gz``: a torn last member) from ``path``; return bytes cut.
 
     Holds an exclusive lock: appenders (shared lock) finish their line first.
+    Files that are not regular files (``/dev/null``) are left alone.
     """
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         return 0
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return 0
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         if size == 0:
             return 0
+        if os.fspath(path).endswith(".gz"):
+            keep = _complete_gzip_prefix(fd, os.fspath(path))
+            if keep < size:
+                os.ftruncate(fd, keep)
+                os.fsync(fd)
+            return size - keep
         pos = size
         block = 65536
         while pos > 0:
@@ -165,7 +203,9 @@ def heal_torn_tail(path: str | os.PathLike[str]) -> int:
 class AppendWriter:
     """Append complete JSONL lines to a file, crash-safely (see module docstring).
 
-    ``AppendWriter("-")`` writes to stdout instead (no healing, no fsync).
+    ``AppendWriter("-")`` writes to stdout instead (no healing, no fsync);
+    ``OUT.gz`` gets one gzip member per line (``gzip -dc`` and every reader
+    of concatenated members read it whole); ``/dev/null`` simply swallows.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None, *, fsync_interval: float = 2.0):
@@ -177,15 +217,21 @@ class AppendWriter:
             self._fd = sys.stdout.fileno()
             sys.stdout.flush()
             self.healed = 0
+            self._syncable = False
         else:
             parent = os.path.dirname(self.path)
             if parent:
                 os.makedirs(parent, exist_ok=True)
             self.healed = heal_torn_tail(self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # fsync on /dev/null or a FIFO fails with EINVAL: only regular files are synced.
+            self._syncable = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        self._gzip = self.path is not None and self.path.endswith(".gz")
 
     def write(self, record: Record) -> None:
         data = dumps(record)
+        if self._gzip:
+            data = gzip.compress(data, compresslevel=6, mtime=0)
         if self.path is None:
             view = memoryview(data)
             while view:  # a pipe may take the line in parts
@@ -200,7 +246,7 @@ class AppendWriter:
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         self.count += 1
-        if self.path is not None and self.fsync_interval >= 0:
+        if self.path is not None and self._syncable and self.fsync_interval >= 0:
             now = time.monotonic()
             if now - self._last_sync >= self.fsync_interval:
                 os.fsync(self._fd)
@@ -209,7 +255,8 @@ class AppendWriter:
     def close(self) -> None:
         if self.path is not None and self._fd >= 0:
             try:
-                os.fsync(self._fd)
+                if self._syncable:
+                    os.fsync(self._fd)
             finally:
                 os.close(self._fd)
             self._fd = -1
@@ -234,3 +281,113 @@ def existing_values(
     return {
         v for r in read_records(path, tolerate_torn_tail=True) if (v := identity(r)) is not None
     }
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+class FieldType:
+    """A field's accepted values, and how an error message says so."""
+
+    def __init__(self, what: str, accepts: Callable[[Any], bool]):
+        self.what = what
+        self.accepts = accepts
+
+
+def _one_of(values: tuple[str, ...]) -> FieldType:
+    return FieldType(f"one of {', '.join(values)}", lambda v: isinstance(v, str) and v in values)
+
+
+def _nullable(t: FieldType) -> FieldType:
+    return FieldType(f"{t.what} or null", lambda v: v is None or t.accepts(v))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+STRING = FieldType("a string", lambda v: isinstance(v, str))
+BOOLEAN = FieldType("true or false", lambda v: isinstance(v, bool))
+OBJECT = FieldType("an object", lambda v: isinstance(v, dict))
+INDEX = FieldType("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+STRINGS = FieldType(
+    "a list of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)
+)
+MESSAGES = FieldType(
+    'a list of {"role": string, "content": string} objects',
+    lambda v: isinstance(v, list)
+    and bool(v)
+    and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in v
+    ),
+)
+ANSWER = FieldType(
+    "a string or a number",
+    lambda v: isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+)
+LIST = FieldType("a list", lambda v: isinstance(v, list))
+
+# Field types by (dotted) name, as docs/records.md gives them. A stage names the
+# fields it needs; check_fields() enforces these types with one message shape.
+FIELD_TYPES: dict[str, FieldType] = {
+    "id": STRING,
+    "dataset": STRING,
+    "task_id": STRING,
+    "category": STRING,
+    "prompt": _nullable(STRING),
+    "messages": _nullable(MESSAGES),
+    "stop": STRINGS,
+    "scorer": _one_of(SCORERS),
+    "reference": OBJECT,
+    "reference.style": _one_of(TEST_STYLES),
+    "reference.prompt_is_code": BOOLEAN,
+    "reference.entry_point": STRING,
+    "reference.test": STRING,
+    "reference.setup": _nullable(STRING),
+    "reference.answer": ANSWER,
+    "reference.choices": _nullable(STRINGS),
+    "reference.label": STRING,
+    "model": STRING,
+    "sample": INDEX,
+    "completion": _nullable(STRING),
+    "error": _nullable(STRING),
+    "key": STRING,
+    "usage": _nullable(OBJECT),
+    "usage.completion_tokens": _nullable(INDEX),
+    "score": OBJECT,
+    "score.status": _one_of(STATUSES),
+}
+
+
+def _lookup(rec: Record, name: str) -> tuple[bool, Any]:
+    value: Any = rec
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def check_fields(
+    where: str, rec: Record, required: Iterable[str] = (), optional: Iterable[str] = ()
+) -> None:
+    """Check ``rec``'s fields against :data:`FIELD_TYPES`; raise :class:`DataError` on the first wrong one.
+
+    ``required`` fields must be present (``no field "x"``); ``optional`` ones
+    are checked when present. Messages read ``FILE:LINE: field "x" must be a
+    string, got int``.
+    """
+    for name, needed in [*((n, True) for n in required), *((n, False) for n in optional)]:
+        present, value = _lookup(rec, name)
+        if not present:
+            if needed:
+                raise DataError(where, f'no field "{name}"')
+            continue
+        ftype = FIELD_TYPES[name]
+        if not ftype.accepts(value):
+            got = "null" if value is None else type(value).__name__
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                got = f"{got} {shown}"
+            raise DataError(where, f'field "{name}" must be {ftype.what}, got {got}')

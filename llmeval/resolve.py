@@ -9,6 +9,7 @@ from a plain JSONL/JSON/CSV/Parquet file with a field mapping.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import sys
 from collections.abc import Iterator
@@ -19,23 +20,16 @@ from typing import Any
 from llmeval import cli
 from llmeval.datasets import (
     CATEGORIES,
-    CODE_EXEC,
-    EXACT_MATCH,
-    LETTERS,
-    MULTIPLE_CHOICE,
     REGISTRY,
-    SCORERS,
     DatasetSpec,
-    Task,
-    _json_items,
-    _label,
     download_from_hub,
     locate,
-    mc_prompt,
-    sha256_file,
     unknown_dataset_message,
 )
-from llmeval.records import AppendWriter, DataError, Record
+from llmeval.errors import DataError, StageError, UsageError
+from llmeval.loaders import LETTERS, Task, choice_label, json_items, mc_prompt, sha256_file
+from llmeval.records import Record
+from llmeval.vocab import CODE_EXEC, EXACT_MATCH, MULTIPLE_CHOICE, SCORERS
 
 PROG = "eval-resolve"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".gz")
@@ -85,7 +79,7 @@ def dataset_hash(path: Path) -> str:
 
 def custom_tasks(path: Path, fields: FieldMap) -> Iterator[Task]:
     """Tasks from a plain file, read through the field mapping."""
-    for i, row in _json_items(path):
+    for i, row in json_items(path):
         where = f"{path}:{i + 1}"
         if fields.prompt not in row:
             raise DataError(where, f'no field "{fields.prompt}" (set --prompt-field)')
@@ -119,9 +113,9 @@ def custom_tasks(path: Path, fields: FieldMap) -> Iterator[Task]:
                     if not isinstance(choices, list):
                         raise DataError(where, f'field "{fields.choices}" must be a list')
                     prompt = mc_prompt(prompt, [str(c) for c in choices])
-                    label = _label(answer, len(choices), where)
+                    label = choice_label(answer, len(choices), where)
                 else:
-                    label = _label(answer, len(LETTERS), where)
+                    label = choice_label(answer, len(LETTERS), where)
                 reference = {"choices": choices, "label": label}
             else:
                 reference = {"answer": str(answer).strip()}
@@ -134,7 +128,7 @@ def _is_path(arg: str) -> bool:
 
 
 def plan(
-    names: list[str], categories: list[str], data_dirs: list[str] | None, fields: FieldMap
+    names: list[str], categories: list[str], data_dirs: list[str] | None
 ) -> list[tuple[str, Any]]:
     """What to resolve: ("spec", DatasetSpec) or ("file", Path) entries, in order, deduplicated."""
     items: list[tuple[str, Any]] = []
@@ -148,13 +142,13 @@ def plan(
             continue
         spec = REGISTRY.get(name.lower())
         if spec is None:
-            raise cli.StageError(unknown_dataset_message(name, data_dirs))
+            raise StageError(unknown_dataset_message(name, data_dirs))
         if spec.name not in seen:
             seen.add(spec.name)
             items.append(("spec", spec))
     for cat in categories:
         if cat not in CATEGORIES:
-            raise cli.StageError(f"unknown category {cat!r}; known: {', '.join(CATEGORIES)}")
+            raise StageError(f"unknown category {cat!r}; known: {', '.join(CATEGORIES)}")
         for spec in REGISTRY.values():
             if spec.category == cat and spec.name not in seen:
                 seen.add(spec.name)
@@ -181,7 +175,7 @@ def resolve(
     available here are skipped with a ``warn`` call; named ones are errors.
     """
     fields = fields or FieldMap()
-    for kind, item in plan(names, categories or [], data_dirs, fields):
+    for kind, item in plan(names, categories or [], data_dirs):
         if kind == "file":
             path: Path = item
             name = fields.name or path.name.split(".")[0]
@@ -257,118 +251,129 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise cli.argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4, got {text!r}") from None
     if n < 1 or not 0 <= i < n:
-        raise cli.argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= I < N")
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= I < N")
     return i, n
 
 
-def build_parser() -> cli.Parser:
-    p = cli.Parser(
-        PROG, "Resolve dataset names or files into prompt records (JSONL on stdout).", EPILOG
-    )
-    p.add_argument(
-        "datasets", nargs="*", metavar="NAME|PATH", help="registered dataset names or data files"
-    )
-    p.add_argument(
-        "--category",
-        action="append",
-        default=[],
-        metavar="C",
-        help=f"add every dataset of category C ({', '.join(CATEGORIES)}); repeatable",
-    )
-    p.add_argument(
-        "--shard", type=parse_shard, metavar="I/N", help="keep shard I of N (stable hash of the id)"
-    )
-    p.add_argument("--list", action="store_true", help="list known datasets and where they resolve")
-    p.add_argument(
-        "--data-dir",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="search DIR first; repeatable",
-    )
-    p.add_argument(
-        "--chat", action="store_true", help="emit chat messages (template applied at generation)"
-    )
-    g = p.add_argument_group("custom files")
-    g.add_argument(
-        "--prompt-field",
-        default="prompt",
-        metavar="F",
-        help="field holding the prompt (default: prompt)",
-    )
-    g.add_argument(
-        "--answer-field",
-        default="answer",
-        metavar="F",
-        help="field holding the gold answer (default: answer)",
-    )
-    g.add_argument(
-        "--id-field",
-        metavar="F",
-        help="field holding the task id (default: id, task_id, or the row number)",
-    )
-    g.add_argument(
-        "--choices-field",
-        default="choices",
-        metavar="F",
-        help="multiple choice options (default: choices)",
-    )
-    g.add_argument(
-        "--scorer",
-        choices=SCORERS,
-        default=EXACT_MATCH,
-        help="scorer for custom files (default: exact_match)",
-    )
-    g.add_argument(
-        "--name", metavar="NAME", help="dataset name for a custom file (default: the file name)"
-    )
-    cli.add_common(p)
-    return p
+class Resolve(cli.Command):
+    prog = PROG
+    description = "Resolve dataset names or files into prompt records (JSONL on stdout)."
+    epilog = EPILOG
+    inputs = None  # dataset names, not record files
+    output_help = "append records to OUT instead of stdout; a re-run adds only ids not in OUT"
+    limit = "keep the first N tasks of each dataset"
+
+    def identity(self, record: Record) -> Any:
+        return record.get("id") if "id" in record else record.get("name")
+
+    def add_arguments(self, p: cli.Parser) -> None:
+        p.add_argument(
+            "datasets", nargs="*", metavar="NAME|PATH", help="registered dataset names or data files"
+        )
+        p.add_argument(
+            "--category",
+            action="append",
+            default=[],
+            metavar="C",
+            help=f"add every dataset of category C ({', '.join(CATEGORIES)}); repeatable",
+        )
+        p.add_argument(
+            "--shard", type=parse_shard, metavar="I/N", help="keep shard I of N (stable hash of the id)"
+        )
+        p.add_argument(
+            "--list", action="store_true", help="list known datasets and where they resolve"
+        )
+        p.add_argument(
+            "--data-dir",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="search DIR first; repeatable",
+        )
+        p.add_argument(
+            "--chat", action="store_true", help="emit chat messages (template applied at generation)"
+        )
+        g = p.add_argument_group("custom files")
+        g.add_argument(
+            "--prompt-field",
+            default="prompt",
+            metavar="F",
+            help="field holding the prompt (default: prompt)",
+        )
+        g.add_argument(
+            "--answer-field",
+            default="answer",
+            metavar="F",
+            help="field holding the gold answer (default: answer)",
+        )
+        g.add_argument(
+            "--id-field",
+            metavar="F",
+            help="field holding the task id (default: id, task_id, or the row number)",
+        )
+        g.add_argument(
+            "--choices-field",
+            default="choices",
+            metavar="F",
+            help="multiple choice options (default: choices)",
+        )
+        g.add_argument(
+            "--scorer",
+            choices=SCORERS,
+            default=EXACT_MATCH,
+            help="scorer for custom files (default: exact_match)",
+        )
+        g.add_argument(
+            "--name", metavar="NAME", help="dataset name for a custom file (default: the file name)"
+        )
+
+    def run(self) -> int:
+        args = self.args
+        if args.list:
+            rows = list(list_datasets(args.data_dir))
+            if sys.stdout.isatty() and args.output is None:
+                _print_table(rows)
+            else:
+                for row in rows:
+                    self.write(row)
+            return 0
+        if not args.datasets and not args.category:
+            raise UsageError("name a dataset, a file or --category (see --list)")
+        fields = FieldMap(
+            prompt=args.prompt_field,
+            answer=args.answer_field,
+            id=args.id_field,
+            scorer=args.scorer,
+            choices=args.choices_field,
+            name=args.name,
+        )
+        done = self.done()
+        written = skipped = 0
+        for rec in resolve(
+            args.datasets,
+            categories=[c for arg in args.category for c in arg.split(",") if c],
+            limit=args.limit,
+            shard=args.shard,
+            data_dirs=args.data_dir,
+            chat=args.chat,
+            fields=fields,
+            warn=lambda m: self.log(f"warning: {m}"),
+        ):
+            if rec["id"] in done:
+                skipped += 1
+                continue
+            self.write(rec)
+            written += 1
+        self.finish()
+        if skipped:
+            self.log(f"{written} records written, {skipped} already in {args.output}")
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body() -> int:
-        out = AppendWriter(args.output)
-        try:
-            if args.list:
-                rows = list(list_datasets(args.data_dir))
-                if sys.stdout.isatty() and args.output is None:
-                    _print_table(rows)
-                else:
-                    for row in rows:
-                        out.write(row)
-                return 0
-            if not args.datasets and not args.category:
-                cli.log(PROG, "error: name a dataset, a file or --category (see --list)")
-                return cli.EXIT_USAGE
-            fields = FieldMap(
-                prompt=args.prompt_field,
-                answer=args.answer_field,
-                id=args.id_field,
-                scorer=args.scorer,
-                choices=args.choices_field,
-                name=args.name,
-            )
-            for rec in resolve(
-                args.datasets,
-                categories=[c for arg in args.category for c in arg.split(",") if c],
-                limit=args.limit,
-                shard=args.shard,
-                data_dirs=args.data_dir,
-                chat=args.chat,
-                fields=fields,
-                warn=lambda m: cli.log(PROG, f"warning: {m}"),
-            ):
-                out.write(rec)
-            return 0
-        finally:
-            out.close()
-
-    return cli.run(PROG, body, args.verbose)
+    return Resolve().main(argv)
 
 
 def _print_table(rows: list[Record]) -> None:

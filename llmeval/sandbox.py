@@ -46,7 +46,7 @@ from typing import Any
 
 import orjson
 
-from llmeval.records import ERROR, FAIL, PASS, TIMEOUT
+from llmeval.vocab import ERROR, FAIL, PASS, TIMEOUT
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000

@@ -11,17 +11,26 @@ is not in OUT yet.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from typing import Any
 
 from llmeval import cli
-from llmeval.datasets import CODE_EXEC, EXACT_MATCH, SCORERS
+from llmeval.errors import DataError
 from llmeval.extract import extract_choice, extract_number, normalize_number, sanitize_code
-from llmeval.records import ERROR, FAIL, NO_ANSWER, PASS, STATUSES, TIMEOUT, DataError, Record
+from llmeval.records import Record, check_fields
+from llmeval.vocab import (
+    CODE_EXEC,
+    ERROR,
+    EXACT_MATCH,
+    FAIL,
+    MULTIPLE_CHOICE,
+    NO_ANSWER,
+    PASS,
+    STATUSES,
+    TIMEOUT,
+)
 
 PROG = "eval-score"
 SANITIZE = ("auto", "always", "never")
@@ -49,9 +58,6 @@ def build_program(where: str, rec: Record, sanitize: str) -> tuple[Any, str | No
     from llmeval.sandbox import Program
 
     ref = rec["reference"]
-    for field in ("entry_point", "test"):
-        if not isinstance(ref.get(field), str):
-            raise DataError(where, f'field "reference.{field}" must be a string (code_exec)')
     completion = rec["completion"]
     use_sanitizer = sanitize == "always" or (
         sanitize == "auto" and (rec.get("messages") is not None or "```" in completion)
@@ -114,24 +120,35 @@ def score_answer(rec: Record) -> dict[str, Any]:
     }
 
 
+# The reference fields each scorer needs (docs/records.md, "eval-resolve").
+REFERENCE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    CODE_EXEC: (
+        ("reference.entry_point", "reference.test"),
+        ("reference.style", "reference.setup", "reference.prompt_is_code"),
+    ),
+    EXACT_MATCH: (("reference.answer",), ()),
+    MULTIPLE_CHOICE: (("reference.label",), ("reference.choices",)),
+}
+
+
 def _check(where: str, rec: Record) -> None:
-    scorer = rec.get("scorer")
-    if scorer not in SCORERS:
-        raise DataError(
-            where, f'field "scorer" must be one of {", ".join(SCORERS)}, got {scorer!r}'
-        )
-    if not isinstance(rec.get("reference"), dict):
-        raise DataError(where, 'no field "reference" (an object); records come from eval-resolve')
-    if "completion" not in rec:
-        raise DataError(where, 'no field "completion"; score the output of eval-generate')
-    if rec.get("completion") is None and not rec.get("error"):
-        raise DataError(where, 'field "completion" is null but the record has no "error"')
-    if rec["completion"] is not None and not isinstance(rec["completion"], str):
-        raise DataError(where, 'field "completion" must be a string')
+    """Refuse a record eval-score cannot score, naming the field (docs/records.md)."""
     if "score" in rec:
         raise DataError(
             where, 'the record is already scored (field "score"); score the generation file'
         )
+    if "completion" not in rec:
+        raise DataError(where, 'no field "completion"; score the output of eval-generate')
+    check_fields(
+        where,
+        rec,
+        required=("scorer", "reference", "completion"),
+        optional=("prompt", "messages", "error", "key", "id", "sample", "model", "dataset"),
+    )
+    required, optional = REFERENCE_FIELDS[rec["scorer"]]
+    check_fields(where, rec, required, optional)
+    if rec["completion"] is None and not rec.get("error"):
+        raise DataError(where, 'field "completion" is null but the record has no "error"')
 
 
 class Counts:
@@ -276,123 +293,105 @@ def _detail(verdict: Any) -> str | None:
 # ---------------------------------------------------------------------------- command line
 
 
-def build_parser() -> cli.Parser:
-    p = cli.Parser(
-        PROG, "Score generation records: run code in a sandbox, extract answers.", EPILOG
-    )
-    p.add_argument(
-        "inputs", nargs="*", metavar="FILE", help="generation records (default: stdin; .gz ok)"
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="parallel sandboxes (default: the preset's, 0 = CPUs)",
-    )
-    p.add_argument("--timeout", type=float, metavar="S", help="wall-clock seconds per program")
-    p.add_argument(
-        "--memory", type=cli.positive_int, metavar="MB", help="address-space limit per program"
-    )
-    p.add_argument(
-        "--preset", default="base", metavar="P", help="preset for scoring defaults (default: base)"
-    )
-    p.add_argument(
-        "--sanitize",
-        choices=SANITIZE,
-        default="auto",
-        help="extract code from chat answers: auto (chat records or fenced code), always, never",
-    )
-    cli.add_run_flags(p)
-    cli.add_common(p)
-    return p
+class Score(cli.Command):
+    prog = PROG
+    description = "Score generation records: run code in a sandbox, extract answers."
+    epilog = EPILOG
+    inputs_help = "generation records (default: stdin; .gz ok)"
+    stage = "score"
+
+    def identity(self, record: Record) -> Any:
+        return identity(record)
+
+    def add_arguments(self, p: cli.Parser) -> None:
+        p.add_argument(
+            "--workers",
+            type=cli.nonneg_int,
+            metavar="N",
+            help="parallel sandboxes (default: the preset's; 0 = the CPUs allotted to this job)",
+        )
+        p.add_argument(
+            "--timeout", type=cli.positive_float, metavar="S", help="wall-clock seconds per program"
+        )
+        p.add_argument(
+            "--memory", type=cli.positive_int, metavar="MB", help="address-space limit per program"
+        )
+        p.add_argument(
+            "--preset", default="base", metavar="P", help="preset for scoring defaults (default: base)"
+        )
+        p.add_argument(
+            "--sanitize",
+            choices=SANITIZE,
+            default="auto",
+            help="extract code from chat answers: auto (chat records or fenced code), always, never",
+        )
+
+    def run(self) -> int:
+        from llmeval import presets
+        from llmeval.sandbox import Limits
+
+        args = self.args
+        preset = presets.apply_overrides(
+            presets.load_preset(args.preset),
+            "scoring",
+            timeout=args.timeout,
+            workers=args.workers,
+            memory_mb=args.memory,
+        )
+        scoring = preset["scoring"]
+        workers = int(scoring["workers"]) or cli.available_cpus()
+        limits = Limits(timeout=float(scoring["timeout"]), memory_mb=int(scoring["memory_mb"]))
+        done = self.done()
+        total = cli.count_input_lines(self.input_paths(), args.limit)
+        run = self.start_run(
+            preset=preset,
+            gpus=False,
+            extra={"sandbox": {"workers": workers, **limits.__dict__}},
+            total=total,
+        )
+        counts = Counts()
+
+        def progress(c: Counts) -> None:
+            scored = sum(c.by_status.values())
+            self.progress(
+                done=scored + c.skipped,
+                total=total,
+                postfix={"passed": c.by_status[PASS]},
+                skipped=c.skipped,
+                errors=c.by_status[ERROR],
+                generated=scored,
+                statuses=dict(c.by_status),
+                datasets=sorted(c.datasets)[:20],
+                model=",".join(sorted(c.models))[:60],
+            )
+
+        pool = LazyPool(workers, limits, self.log)
+        try:
+            for rec in score(
+                self.records(),
+                pool,
+                run_id=run["run_id"],
+                sanitize=args.sanitize,
+                done=done,
+                counts=counts,
+                on_progress=progress,
+            ):
+                self.write(rec)
+        finally:
+            pool.close()
+            progress(counts)
+        self.finish()
+        s = counts.by_status
+        self.log(
+            f"{counts.total} scored in {self.elapsed():.1f} s: {s[PASS]} pass, {s[FAIL]} fail, "
+            f"{s[TIMEOUT]} timeout, {s[ERROR]} error, {s[NO_ANSWER]} no answer"
+            + (f"; {counts.skipped} already in output" if counts.skipped else "")
+        )
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return cli.run(PROG, lambda: _main(args), args.verbose)
-
-
-def _main(args: Any) -> int:
-    from llmeval import presets, provenance, telemetry
-    from llmeval.records import AppendWriter, existing_values, read_many_numbered
-    from llmeval.sandbox import Limits
-
-    preset = presets.apply_overrides(
-        presets.load_preset(args.preset),
-        "scoring",
-        timeout=args.timeout,
-        workers=args.workers,
-        memory_mb=args.memory,
-    )
-    scoring = preset["scoring"]
-    workers = int(scoring["workers"]) or (os.cpu_count() or 1)
-    limits = Limits(timeout=float(scoring["timeout"]), memory_mb=int(scoring["memory_mb"]))
-    run = provenance.run_record(
-        "score",
-        preset=preset,
-        gpus=False,
-        extra={"sandbox": {"workers": workers, **limits.__dict__}},
-    )
-    done = existing_values(args.output, identity)
-    cli.check_stdin(PROG, args.inputs)
-    numbered: Iterable[tuple[str, Record]] = read_many_numbered(args.inputs)
-    if args.limit:
-        numbered = islice(numbered, args.limit)
-    heartbeat = telemetry.start_run(
-        run, args.output, args.run_dir, {"output": args.output, "input": args.inputs or ["-"]}
-    )
-    bar = cli.progress_bar(args.progress, unit="record", desc=PROG)
-    counts = Counts()
-
-    def progress(c: Counts) -> None:
-        done_now = sum(c.by_status.values())
-        heartbeat.update(
-            total=None,
-            done=done_now + c.skipped,
-            skipped=c.skipped,
-            errors=c.by_status[ERROR],
-            generated=done_now,
-            statuses=dict(c.by_status),
-            datasets=sorted(c.datasets)[:20],
-            model=",".join(sorted(c.models))[:60],
-        )
-        if bar is not None:
-            bar.n = done_now
-            bar.set_postfix(passed=c.by_status[PASS], refresh=False)
-            bar.refresh()
-
-    pool = LazyPool(workers, limits, lambda m: cli.log(PROG, m))
-    out = AppendWriter(args.output)
-    state = "failed"
-    t0 = time.monotonic()
-    try:
-        for rec in score(
-            numbered,
-            pool,
-            run_id=run["run_id"],
-            sanitize=args.sanitize,
-            done=done,
-            counts=counts,
-            on_progress=progress,
-        ):
-            out.write(rec)
-        state = "finished"
-    finally:
-        out.close()
-        pool.close()
-        if bar is not None:
-            bar.close()
-        progress(counts)
-        heartbeat.finish(state)
-    s = counts.by_status
-    elapsed = time.monotonic() - t0
-    cli.log(
-        PROG,
-        f"{counts.total} scored in {elapsed:.1f} s: {s[PASS]} pass, {s[FAIL]} fail, "
-        f"{s[TIMEOUT]} timeout, {s[ERROR]} error, {s[NO_ANSWER]} no answer"
-        + (f"; {counts.skipped} already in output" if counts.skipped else ""),
-    )
-    return 0
+    return Score().main(argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Heartbeat / metrics files for eval-monitor (fields: docs/monitor.md).
 
 A :class:`Heartbeat` rewrites one small JSON file atomically (temp + rename)
-at most every ``interval`` seconds, and always on :meth:`finish`. It keeps a
+at most every ``interval`` seconds (default ``$LLMEVAL_HEARTBEAT_S``, else 5),
+and always on :meth:`finish`. It keeps a
 short history of (time, done, output tokens) so a monitor can show recent
 rates and a run that slowed down.
 """
@@ -17,16 +18,31 @@ from typing import Any
 import orjson
 
 HISTORY = 120  # points kept; at the default interval that is the last ~10 minutes
+DEFAULT_INTERVAL = 5.0
+
+
+def heartbeat_interval() -> float:
+    """Seconds between heartbeat writes: ``$LLMEVAL_HEARTBEAT_S`` (> 0), else 5."""
+    try:
+        value = float(os.environ.get("LLMEVAL_HEARTBEAT_S", ""))
+    except ValueError:
+        return DEFAULT_INTERVAL
+    return value if value > 0 else DEFAULT_INTERVAL
 
 
 class Heartbeat:
     def __init__(
-        self, path: Path, *, run: dict[str, Any], info: dict[str, Any], interval: float = 5.0
+        self,
+        path: Path,
+        *,
+        run: dict[str, Any],
+        info: dict[str, Any],
+        interval: float | None = None,
     ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run = run
-        self.interval = interval
+        self.interval = heartbeat_interval() if interval is None else interval
         self.started = time.time()
         self.state: dict[str, Any] = {
             "type": "metrics",
@@ -54,11 +70,6 @@ class Heartbeat:
     def update(self, **counts: Any) -> None:
         """Set counters (absolute values) and write if the interval has passed."""
         self.state.update(counts)
-        self.write()
-
-    def add(self, **deltas: int) -> None:
-        for k, v in deltas.items():
-            self.state[k] = self.state.get(k, 0) + v
         self.write()
 
     def write(self, force: bool = False) -> None:
@@ -97,16 +108,20 @@ class Heartbeat:
         self.write(force=True)
 
 
-def run_paths(
-    output: str | None, run_dir: str | None, run_id: str, home: Path
-) -> tuple[Path, Path]:
-    """Where a run's metrics file and run record go (docs/records.md, "Run records")."""
+def run_paths(output: str | None, run_dir: str | None, run_id: str) -> tuple[Path, Path]:
+    """Where a run's metrics file and run record go (docs/records.md, "Run records").
+
+    Beside ``-o OUT`` when it is a regular file (or will be); in ``--run-dir``;
+    else in ``$LLMEVAL_HOME/runs/<run_id>/`` (``-o /dev/null`` included).
+    """
+    from llmeval import paths
+
     if run_dir:
         d = Path(run_dir)
         return d / "metrics.json", d / "runs.jsonl"
-    if output and output != "-":
+    if output and output != "-" and (not os.path.exists(output) or os.path.isfile(output)):
         return Path(output + ".metrics.json"), Path(output + ".runs.jsonl")
-    d = home / "runs" / run_id
+    d = paths.runs_dir() / run_id
     return d / "metrics.json", d / "runs.jsonl"
 
 
@@ -114,10 +129,9 @@ def start_run(
     run: dict[str, Any], output: str | None, run_dir: str | None, info: dict[str, Any]
 ) -> Heartbeat:
     """Append ``run`` to the run's ``runs.jsonl`` and start its heartbeat (docs/records.md)."""
-    from llmeval.datasets import user_cache_dir
     from llmeval.records import AppendWriter
 
-    metrics_path, runs_path = run_paths(output, run_dir, run["run_id"], user_cache_dir())
+    metrics_path, runs_path = run_paths(output, run_dir, run["run_id"])
     with AppendWriter(runs_path) as w:
         w.write(run)
     return Heartbeat(metrics_path, run=run, info=info)

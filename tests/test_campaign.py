@@ -133,7 +133,7 @@ def task_states(job_id: str) -> dict[str, str]:
 
 
 def submit(camp: Path, output: Path, *extra: str) -> dict:
-    out = run_cmd(["eval-campaign", "submit", str(camp), "--output", str(output), *extra])
+    out = run_cmd(["eval-campaign", "submit", str(camp), "--results", str(output), *extra])
     assert out.returncode == 0, out.stderr.decode()
     return orjson.loads(out.stdout)
 
@@ -224,7 +224,7 @@ def test_make_campaign_interrupted_then_resumed(real_model, tmp_path, monkeypatc
     monkeypatch.setenv("LLMEVAL_CACHE", str(tmp_path / "cache"))
     camp, output = campaign_file(tmp_path, name="m", limit=3, batch_size=1), tmp_path / "local"
     mk = (
-        run_cmd(["eval-campaign", "makefile", str(camp), "--output", str(output)])
+        run_cmd(["eval-campaign", "makefile", str(camp), "--results", str(output)])
         .stdout.decode()
         .strip()
     )

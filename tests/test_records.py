@@ -6,9 +6,9 @@ import sys
 import orjson
 import pytest
 
+from llmeval.errors import DataError
 from llmeval.records import (
     AppendWriter,
-    DataError,
     existing_values,
     heal_torn_tail,
     read_records,

@@ -201,8 +201,22 @@ def test_malformed_custom_file_names_file_and_line(tmp_path):
     assert all(orjson.loads(x) for x in outfile.read_text().splitlines())
 
 
-def test_list_reports_where_or_why():
+def test_list_reports_where_or_why(capfd, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["--list", "--data-dir", str(FIXTURES)]) == 0
+    rows = {r["name"]: r for r in lines(capfd.readouterr().out.encode())}
+    assert set(rows) == set(REGISTRY)
+    assert rows["gsm8k"]["resolves"] and rows["gsm8k"]["source"] == "--data-dir"
+    assert rows["gsm8k"]["path"] == str(FIXTURES / "gsm8k.jsonl")
+    assert rows["humaneval"]["source"] == "package"
+    assert {n for n, r in rows.items() if r["source"] == "--data-dir"} == set(REGISTRY) - {
+        "humaneval"
+    }
+    assert main(["--list"]) == 0  # without the fixtures: where it looked, and why not
+    rows = {r["name"]: r for r in lines(capfd.readouterr().out.encode())}
+    assert rows["gsm8k"]["resolves"] is False and rows["gsm8k"]["path"] is None
+    assert rows["gsm8k"]["problem"] == "offline: HF_HUB_OFFLINE is set"
+    assert rows["gsm8k"]["searched"][-1] == "hub openai/gsm8k (offline: HF_HUB_OFFLINE is set)"
 
 
 def test_list_cli(tmp_path):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmeval.records import FAIL, PASS, TIMEOUT
 from llmeval.sandbox import UID_BASE, UID_SPAN, Limits, Program, SandboxPool
+from llmeval.vocab import FAIL, PASS, TIMEOUT
 
 ROOT = os.geteuid() == 0
 ADD_TEST = (

@@ -7,10 +7,10 @@ import orjson
 import pytest
 from conftest import BIN, FIXTURES, heavy_imports, run_cmd
 
-from llmeval.records import ERROR, FAIL, NO_ANSWER, PASS, TIMEOUT
 from llmeval.resolve import resolve
 from llmeval.sandbox import Limits, SandboxPool
 from llmeval.score import Counts, score
+from llmeval.vocab import ERROR, FAIL, NO_ANSWER, PASS, TIMEOUT
 
 SCORE_FIELDS = {
     "status",

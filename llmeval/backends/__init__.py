@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from llmeval.cli import StageError
+from llmeval.errors import StageError
 from llmeval.models import ModelRef
 
 BACKENDS: dict[str, str] = {

@@ -16,7 +16,7 @@ from itertools import groupby
 from typing import Any
 
 from llmeval.backends import Backend, Completion, Request, failed, truncate_at_stop
-from llmeval.cli import StageError, missing_dependency
+from llmeval.errors import StageError, missing_dependency
 from llmeval.models import materialize
 
 

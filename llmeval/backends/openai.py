@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from llmeval.backends import Backend, Completion, Request, failed, truncate_at_stop
-from llmeval.cli import StageError
+from llmeval.errors import StageError
 from llmeval.models import ModelRef
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}

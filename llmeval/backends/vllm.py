@@ -17,7 +17,7 @@ from importlib import metadata
 from typing import Any
 
 from llmeval.backends import Backend, Completion, Request, failed
-from llmeval.cli import StageError, missing_dependency
+from llmeval.errors import StageError, missing_dependency
 from llmeval.models import materialize
 
 ENGINE_KEYS = (

