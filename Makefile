@@ -29,9 +29,11 @@ install-server: $(STAMP)
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet --no-cache-dir 'llama-cpp-python[server]'
 
 # Debian packages the tests drive for real, as root only: tmux (eval-monitor's terminal test),
-# slurm-wlm and munge (the SLURM client eval-monitor and eval-campaign call, and a local cluster).
+# slurm-wlm and munge (the SLURM client eval-monitor and eval-campaign call, and a local cluster),
+# chromium (the HTML report, rendered and clicked in a headless browser), sqlite3 (the README's
+# queries of the results database).
 install-system:
-	@missing=""; for c in tmux:tmux squeue:slurm-wlm munged:munge; do \
+	@missing=""; for c in tmux:tmux squeue:slurm-wlm munged:munge chromium:chromium sqlite3:sqlite3; do \
 	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -60,7 +62,7 @@ clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # The first five minutes: a real evaluation on the CPU (HumanEval subset, Gemma 3 270M from PyPI),
-# compared with HumanEval's reference solutions. Re-running it takes seconds: every generation is cached.
+# compared with HumanEval's reference solutions, with a self-contained HTML report. Re-running it takes seconds: every generation is cached.
 DEMO_OUT   ?= demo-out
 DEMO_LIMIT ?= 40
 BIN        := $(VENV)/bin
@@ -76,10 +78,12 @@ demo: install
 	@echo
 	$(BIN)/eval-aggregate $(DEMO_OUT)/gemma3-270m.scored.jsonl $(DEMO_OUT)/reference.scored.jsonl --compare \
 	    --format table --metrics pass@1,error_rate,timeout_rate,mean_completion_tokens --plot $(DEMO_OUT)/pass1.png
+	$(BIN)/eval-aggregate $(DEMO_OUT) --format html -o $(DEMO_OUT)/report.html
 	@echo
 	@$(BIN)/eval-monitor $(DEMO_OUT) --once | sed -n '3,6p'
 	@echo "results: $(DEMO_OUT)/gemma3-270m.scored.jsonl $(DEMO_OUT)/reference.scored.jsonl"
 	@echo "chart:   $(DEMO_OUT)/pass1.png"
+	@echo "report:  $(DEMO_OUT)/report.html (open it in a browser)"
 
 # A campaign locally, model by model; make's own dependency tracking (step stamps) lets an
 # interrupted run resume where it stopped:  make campaign CAMPAIGN=campaigns/demo.toml

@@ -1,11 +1,17 @@
-"""eval-aggregate: scored records -> metrics with confidence intervals, paired comparisons.
+"""eval-aggregate: scored records -> metrics with confidence intervals, comparisons, leaderboards.
 
-    eval-aggregate 'results/**/*.scored.jsonl' --compare --format table
+    eval-aggregate results/my-campaign/ --compare --format table
+    eval-aggregate results/*/ --leaderboard --format markdown
+    eval-aggregate results/my-campaign/ --format html -o report.html
+    eval-aggregate results/my-campaign/ --format sqlite -o results.db
 
 Records stream through per-(group, task) counters, so memory depends on the
-number of groups and tasks, not of records. Intervals are percentile
-bootstraps over tasks (n samples of one task are not n independent tasks),
-seeded so the same input gives the same interval. Field names: docs/records.md.
+number of groups and tasks, not of records (the HTML report's drill-down
+keeps a bounded number of samples per task beside them; the database is
+written as records stream). Intervals are percentile bootstraps over tasks
+(n samples of one task are not n independent tasks), seeded so the same
+input gives the same interval; leaderboard ranks are resampled the same way.
+Field names: docs/records.md.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmeval import cli
 from llmeval.errors import DataError, StageError, UsageError
@@ -29,18 +36,22 @@ from llmeval.vocab import (
     STATUSES,
     TIMEOUT,
     TYPE_COMPARISON,
+    TYPE_LEADERBOARD,
     TYPE_METRIC,
 )
 
 PROG = "eval-aggregate"
-FORMATS = ("jsonl", "table", "csv", "markdown")
+FORMATS = ("jsonl", "table", "csv", "markdown", "html", "sqlite")
 DEFAULT_K = (1, 10, 100)
 RATE_METRICS = {"error_rate": ERROR, "timeout_rate": TIMEOUT, "no_answer_rate": NO_ANSWER}
 
 EPILOG = """\
 examples:
   eval-resolve humaneval | eval-generate --model gemma3-270m | eval-score | eval-aggregate --format table
-  eval-aggregate 'results/my-campaign/**/*.scored.jsonl' --compare --format markdown
+  eval-aggregate results/my-campaign/ --compare --format markdown
+  eval-aggregate results/*/ --leaderboard --format table
+  eval-aggregate results/my-campaign/ --format html -o report.html
+  eval-aggregate results/my-campaign/ --compare --format sqlite -o results.db
   eval-aggregate scored.jsonl --by model,dataset,category --metrics pass@1,error_rate
   eval-aggregate results/ --plot pass1.png --export summary.parquet
   eval-aggregate scored.jsonl | jq -c 'select(.metric == "pass@1") | [.model, .value, .ci_low, .ci_high]'
@@ -49,25 +60,58 @@ examples:
 
 @dataclass
 class Group:
-    """Counters for one group: per task [n, passes, *status counts, token sum, token count]."""
+    """Counters for one group: per task [n, passes, *status counts, token sum, token count, seen]."""
 
     key: tuple[str, ...]
     tasks: dict[str, list[int]] = field(default_factory=dict)
     scorers: set[str] = field(default_factory=set)
+    categories: set[str] = field(default_factory=set)
     run_ids: set[str] = field(default_factory=set)
+    score_run_ids: set[str] = field(default_factory=set)
     presets: set[str] = field(default_factory=set)
     dataset_hashes: set[str] = field(default_factory=set)
     versions: set[str] = field(default_factory=set)
+    finish: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    seen_large: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def category(self) -> str | None:
+        """The group's category (several, joined by "+", when its records disagree)."""
+        return "+".join(sorted(self.categories)) or None
 
 
 STATUS_INDEX = {s: 2 + i for i, s in enumerate(STATUSES)}
 TOKENS, TOKEN_COUNT = 2 + len(STATUSES), 3 + len(STATUSES)
+SEEN = TOKEN_COUNT + 1  # bitmask of the sample indices counted (below SEEN_BITS)
+SEEN_BITS = 1024
+
+
+def _first_time(group: Group, task: str, counters: list[int], sample: Any) -> bool:
+    """False when this (task, sample) of the group was counted already: the same work twice.
+
+    The same file passed twice, two campaigns read together that both hold a
+    run, a cached re-run under the same label: a sample is counted once, so
+    pass@k never sees copies of one sample as independent draws.
+    """
+    if not isinstance(sample, int) or isinstance(sample, bool) or sample < 0:
+        return True  # records without a sample index cannot be told apart
+    if sample < SEEN_BITS:
+        bit = 1 << sample
+        if counters[SEEN] & bit:
+            return False
+        counters[SEEN] |= bit
+        return True
+    if (task, sample) in group.seen_large:
+        return False
+    group.seen_large.add((task, sample))
+    return True
 
 
 def accumulate(
     numbered: Iterable[tuple[str, Record]], by: list[str]
 ) -> dict[tuple[str, ...], Group]:
-    """Fold scored records into per-group, per-task counters."""
+    """Fold scored records into per-group, per-task counters (a repeated sample counts once)."""
     groups: dict[tuple[str, ...], Group] = {}
     for where, rec in numbered:
         if not isinstance(rec.get("score"), dict):
@@ -86,7 +130,22 @@ def accumulate(
         task = str(rec.get("id") or rec.get("task_id"))
         counters = group.tasks.get(task)
         if counters is None:
-            counters = group.tasks[task] = [0] * (TOKEN_COUNT + 1)
+            counters = group.tasks[task] = [0] * (SEEN + 1)
+        group.scorers.add(str(rec.get("scorer")))
+        for attr, value in (
+            ("categories", rec.get("category")),
+            ("run_ids", rec.get("run_id")),
+            ("score_run_ids", score.get("run_id")),
+            ("presets", rec.get("preset")),
+            ("dataset_hashes", rec.get("dataset_hash")),
+            ("versions", rec.get("llmeval_version")),
+        ):
+            if isinstance(value, str):
+                getattr(group, attr).add(value)
+        # A repeat still names its runs (above), so provenance does not depend on input order.
+        if not _first_time(group, task, counters, rec.get("sample")):
+            group.duplicates += 1
+            continue
         status = score["status"]
         counters[0] += 1
         counters[1] += status == PASS
@@ -95,22 +154,19 @@ def accumulate(
         if isinstance(tokens, int) and not isinstance(tokens, bool):
             counters[TOKENS] += tokens
             counters[TOKEN_COUNT] += 1
-        group.scorers.add(str(rec.get("scorer")))
-        for attr, value in (
-            ("run_ids", rec.get("run_id")),
-            ("presets", rec.get("preset")),
-            ("dataset_hashes", rec.get("dataset_hash")),
-            ("versions", rec.get("llmeval_version")),
-        ):
-            if isinstance(value, str):
-                getattr(group, attr).add(value)
+        finish = rec.get("finish_reason")
+        if isinstance(finish, str):
+            group.finish[finish] = group.finish.get(finish, 0) + 1
     return groups
 
 
 def per_task(group: Group, metric: str) -> tuple[list[str], list[float]]:
-    """The per-task values whose mean is ``metric`` (and whose resampling gives its interval)."""
+    """The per-task values whose mean is ``metric`` (and whose resampling gives its interval).
+
+    In task-id order, so an interval does not depend on the order of the input records.
+    """
     ids, values = [], []
-    for task, c in group.tasks.items():
+    for task, c in sorted(group.tasks.items()):
         n = c[0]
         if metric.startswith("pass@"):
             v = pass_at_k(n, c[1], int(metric[5:]))
@@ -143,6 +199,11 @@ def primary_metric(group: Group) -> str:
     return "pass@1" if group.scorers <= {CODE_EXEC} else "accuracy"
 
 
+def _category(group: Group, by: list[str]) -> dict[str, str]:
+    """The group's category as a field, unless it is a group field already or unknown."""
+    return {} if "category" in by or group.category is None else {"category": group.category}
+
+
 def summarize(
     groups: dict[tuple[str, ...], Group],
     by: list[str],
@@ -170,6 +231,7 @@ def summarize(
                 {
                     "type": TYPE_METRIC,
                     **dict(zip(by, key)),
+                    **_category(group, by),
                     "metric": metric,
                     "value": sum(values) / len(values),
                     "ci_low": lo,
@@ -271,6 +333,140 @@ def compare(
     return out
 
 
+SCOPE_ALL = "all"
+
+
+def leaderboard(
+    groups: dict[tuple[str, ...], Group],
+    by: list[str],
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[Record]:
+    """Each model's rank over the datasets, with a bootstrap rank interval (docs/records.md).
+
+    A model's score in a scope (``all`` datasets, then each category when
+    there are several) is the mean over the scope's datasets of its primary
+    metric (pass@1 or accuracy). Ranks resample the tasks of every dataset,
+    paired across models (:func:`llmeval.stats.bootstrap_ranks`). A model
+    without results on some dataset of a scope is listed, unranked, with what
+    it misses: a mean over other datasets would not be comparable.
+    """
+    import numpy as np
+
+    from llmeval.stats import bootstrap_ranks
+
+    _check_leaderboard_by(by)
+    mi, di = by.index("model"), by.index("dataset")
+    cells = {(k[mi], k[di]): g for k, g in groups.items()}
+    models = sorted({m for m, _ in cells})
+    category = {d: g.category or "" for (_, d), g in sorted(cells.items())}
+    datasets = sorted(category, key=lambda d: (category[d], d))
+    scopes = [(SCOPE_ALL, datasets)]
+    cats = sorted(set(category.values()))
+    if len(cats) > 1:
+        scopes += [(c, [d for d in datasets if category[d] == c]) for c in cats]
+    out: list[Record] = []
+    for scope, ds in scopes:
+        present = [m for m in models if any((m, d) in cells for d in ds)]
+        ranked = [m for m in present if all((m, d) in cells for d in ds)]
+        metrics, blocks, n_tasks = {}, [], dict.fromkeys(ranked, 0)
+        for d in ds:
+            if not ranked:
+                break
+            kinds = {primary_metric(cells[(m, d)]) for m in ranked}
+            metrics[d] = kinds.pop() if len(kinds) == 1 else "accuracy"
+            values = {m: dict(zip(*per_task(cells[(m, d)], metrics[d]))) for m in ranked}
+            tasks = sorted(set().union(*values.values()))
+            block = np.full((len(ranked), len(tasks)), np.nan)
+            for i, m in enumerate(ranked):
+                for j, t in enumerate(tasks):
+                    if t in values[m]:
+                        block[i, j] = values[m][t]
+                n_tasks[m] += len(values[m])
+            blocks.append(block)
+        head = {"type": TYPE_LEADERBOARD, "scope": scope}
+        common = {
+            "datasets": ds,
+            "metrics": metrics,
+            "n_models": len(ranked),
+            "ci_level": level,
+            "bootstrap": resamples,
+            "seed": seed,
+        }
+        if ranked:
+            res = bootstrap_ranks(blocks, resamples, level, seed)
+            rows: list[Record] = [
+                {
+                    "model": m,
+                    "rank": int(res["rank"][i]),
+                    "rank_low": int(res["rank_low"][i]),
+                    "rank_high": int(res["rank_high"][i]),
+                    "value": float(res["score"][i]),
+                    "ci_low": float(res["score_low"][i]),
+                    "ci_high": float(res["score_high"][i]),
+                    "n_tasks": n_tasks[m],
+                    "missing": [],
+                }
+                for i, m in enumerate(ranked)
+            ]
+            for r in sorted(rows, key=lambda r: (r["rank"], -float(r["value"]), r["model"])):
+                out.append({**head, **r, **common})
+        for m in present:
+            if m not in ranked:
+                out.append(
+                    {
+                        **head,
+                        "model": m,
+                        "rank": None,
+                        "rank_low": None,
+                        "rank_high": None,
+                        "value": None,
+                        "ci_low": None,
+                        "ci_high": None,
+                        "n_tasks": sum(len(cells[(m, d)].tasks) for d in ds if (m, d) in cells),
+                        "missing": [d for d in ds if (m, d) not in cells],
+                        **common,
+                    }
+                )
+    return out
+
+
+def group_details(groups: dict[tuple[str, ...], Group], by: list[str]) -> list[Record]:
+    """Each group's per-task counts, statuses and provenance as plain data (for the HTML report)."""
+    out = []
+    for key in sorted(groups):
+        g = groups[key]
+        tasks = {
+            task: {
+                "n": c[0],
+                "pass": c[1],
+                "statuses": {s: c[STATUS_INDEX[s]] for s in STATUSES if c[STATUS_INDEX[s]]},
+            }
+            for task, c in g.tasks.items()
+        }
+        out.append(
+            {
+                "fields": dict(zip(by, key)),
+                "category": g.category,
+                "tasks": tasks,
+                "n_samples": sum(c[0] for c in g.tasks.values()),
+                "statuses": {
+                    s: sum(c[STATUS_INDEX[s]] for c in g.tasks.values()) for s in STATUSES
+                },
+                "finish": dict(sorted(g.finish.items())),
+                "duplicates": g.duplicates,
+                "run_ids": sorted(g.run_ids),
+                "score_run_ids": sorted(g.score_run_ids),
+                "presets": sorted(g.presets),
+                "dataset_hashes": sorted(g.dataset_hashes),
+                "llmeval_versions": sorted(g.versions),
+            }
+        )
+    return out
+
+
 def provenance_warnings(groups: dict[tuple[str, ...], Group], by: list[str]) -> Iterator[str]:
     for key, g in sorted(groups.items()):
         label = " ".join(f"{f}={v}" for f, v in zip(by, key))
@@ -278,6 +474,11 @@ def provenance_warnings(groups: dict[tuple[str, ...], Group], by: list[str]) -> 
             yield f"warning: {label} mixes {len(g.dataset_hashes)} dataset hashes: {', '.join(sorted(g.dataset_hashes))}"
         if len(g.presets) > 1:
             yield f"warning: {label} mixes presets: {', '.join(sorted(g.presets))}"
+        if g.duplicates:
+            yield (
+                f"warning: {label}: {g.duplicates} records repeat a (task, sample) already "
+                "counted, counted once (the same file twice? two runs under one label?)"
+            )
 
 
 # ---------------------------------------------------------------------------- command line
@@ -287,37 +488,88 @@ def _is_scored_file(name: str) -> bool:
     return name.endswith((".scored.jsonl", ".scored.jsonl.gz"))
 
 
-def expand_inputs(args: list[str]) -> list[str | None]:
+def _scored_files_under(directory: str) -> list[str]:
+    return sorted(
+        f
+        for f in glob.glob(os.path.join(directory, "**", "*.scored.jsonl*"), recursive=True)
+        if _is_scored_file(f) and os.path.isfile(f)
+    )
+
+
+def expand_inputs(args: list[str], warn: Any = None) -> list[str | None]:
     """FILEs, globs (quoted, ``**`` recursive) and directories (their ``*.scored.jsonl[.gz]``).
 
-    A directory yields exactly its scored record files: never the heartbeats
-    (``*.metrics.json``) or run records (``*.runs.jsonl``) beside them.
+    A directory yields exactly its scored record files, at any depth (a run
+    directory, a campaign tree, a results root): never the prompts, the
+    generations, the heartbeats (``*.metrics.json``), the run records
+    (``*.runs.jsonl``) or the summaries beside them. A directory without
+    scored files is an error when it is the only input, else skipped with a
+    warning (``results/*/`` while one campaign has not scored yet). A file
+    reached twice (a directory and a file in it) is read once.
     """
     if not args:
         return [None]
     out: list[str | None] = []
+    empty: list[str] = []
     for a in args:
         if a == "-":
             out.append(None)
-        elif os.path.isdir(a):
-            found = sorted(
-                f
-                for f in glob.glob(os.path.join(a, "**", "*.scored.jsonl*"), recursive=True)
-                if _is_scored_file(f) and os.path.isfile(f)
-            )
-            if not found:
-                raise DataError(a, "directory has no *.scored.jsonl files")
-            out += found
-        elif any(ch in a for ch in "*?["):
-            found = sorted(f for f in glob.glob(a, recursive=True) if os.path.isfile(f))
-            if not found:
+            continue
+        if any(ch in a for ch in "*?["):
+            matches = sorted(glob.glob(a, recursive=True))
+            if not matches:
                 raise DataError(a, "pattern matches no file")
-            out += found
         else:
             if not os.path.exists(a):
                 raise DataError(a, "no such file")
-            out.append(a)
-    return out
+            matches = [a]
+        for m in matches:
+            if os.path.isdir(m):
+                found = _scored_files_under(m)
+                if not found:
+                    empty.append(m)
+                out += found
+            elif m == a or os.path.isfile(m):  # a FILE argument may be a FIFO: <(zcat x)
+                out.append(m)
+    if empty and not any(p is not None for p in out) and None not in out:
+        raise DataError(empty[0], "directory has no *.scored.jsonl files")
+    for d in empty:
+        if warn is not None:
+            warn(f"warning: {d}: no *.scored.jsonl files, skipped")
+    seen: set[str] = set()
+    unique: list[str | None] = []
+    for p in out:
+        real = os.path.realpath(p) if p is not None else "-"
+        if real not in seen or p is None:
+            seen.add(real)
+            unique.append(p)
+    return unique
+
+
+def run_records(inputs: list[str | None], wanted: set[str]) -> dict[str, Record]:
+    """The run records of ``wanted`` run ids, from the ``*.runs.jsonl`` files beside the inputs
+    (``OUT.runs.jsonl``, ``--run-dir``'s ``runs.jsonl``) and ``$LLMEVAL_HOME/runs/<id>/``."""
+    from llmeval import paths
+    from llmeval.records import read_records
+
+    candidates: list[str] = []
+    for d in sorted({os.path.dirname(os.path.abspath(p)) for p in inputs if p is not None}):
+        candidates += sorted(glob.glob(os.path.join(d, "*runs.jsonl")))
+    candidates += [str(paths.runs_dir() / r / "runs.jsonl") for r in sorted(wanted)]
+    found: dict[str, Record] = {}
+    for path in candidates:
+        if len(found) == len(wanted):
+            break
+        if not os.path.isfile(path):
+            continue
+        try:
+            for rec in read_records(path, tolerate_torn_tail=True):
+                rid = rec.get("run_id")
+                if rec.get("type") == "run" and rid in wanted and rid not in found:
+                    found[rid] = rec
+        except DataError:
+            continue  # a damaged run record file costs provenance, not the aggregation
+    return found
 
 
 def _parse_ks(text: str) -> list[int]:
@@ -336,12 +588,19 @@ class Aggregate(cli.Command):
     epilog = EPILOG
     inputs = None  # FILE|GLOB|DIR, expanded here
     output = "replace"
-    output_help = "write the output to OUT (replaced whole, atomically) instead of stdout"
+    output_help = (
+        "write the output to OUT (replaced whole, atomically) instead of stdout; "
+        "--format sqlite: the database to load into (created or added to)"
+    )
     limit = None
 
     def add_arguments(self, p: cli.Parser) -> None:
         p.add_argument(
-            "inputs", nargs="*", metavar="FILE|GLOB|DIR", help="scored records (default: stdin)"
+            "inputs",
+            nargs="*",
+            metavar="FILE|GLOB|DIR",
+            help="scored records; a DIR (a run or campaign tree) gives its *.scored.jsonl[.gz] "
+            "(default: stdin)",
         )
         p.add_argument(
             "--by", default="model,dataset", help="group fields (default: model,dataset)"
@@ -353,10 +612,26 @@ class Aggregate(cli.Command):
             "--k", default="1,10,100", help="pass@k values to report when every task has k samples"
         )
         p.add_argument(
-            "--format", choices=FORMATS, default="jsonl", help="output format (default: jsonl)"
+            "--format",
+            choices=FORMATS,
+            default="jsonl",
+            help="output format (default: jsonl); html: a self-contained report; "
+            "sqlite: load into the database -o names",
         )
         p.add_argument(
             "--compare", action="store_true", help="paired comparison of every pair of models"
+        )
+        p.add_argument(
+            "--leaderboard",
+            action="store_true",
+            help="rank models over datasets (grouped by category) with bootstrap rank intervals",
+        )
+        p.add_argument(
+            "--samples",
+            type=cli.nonneg_int,
+            default=1,
+            metavar="N",
+            help="--format html: samples kept per task and model for the drill-down (default 1)",
         )
         p.add_argument(
             "--bootstrap",
@@ -388,53 +663,149 @@ class Aggregate(cli.Command):
         )
 
     def run(self) -> int:
-        from llmeval import report
         from llmeval.records import read_many_numbered
 
         args = self.args
+        fmt = args.format
         by = [f.strip() for f in args.by.split(",") if f.strip()]
         if not by:
             raise UsageError("--by: name at least one field, e.g. model,dataset")
         ks = _parse_ks(args.k)
-        inputs = expand_inputs(args.inputs)
+        if fmt == "sqlite" and args.output in (None, "-"):
+            raise UsageError("--format sqlite loads a database: name it with -o FILE.db")
+        if args.leaderboard:
+            _check_leaderboard_by(by)
+        inputs = expand_inputs(args.inputs, warn=self.log)
         cli.check_stdin(PROG, inputs)
-        groups = accumulate(read_many_numbered(inputs), by)
+        if fmt == "sqlite":
+            cli.refuse_output_onto_input(args.output, inputs)
+        numbered: Iterable[tuple[str, Record]] = read_many_numbered(inputs)
+        keeper = db = None
+        if fmt == "html":
+            from llmeval.html_report import SampleKeeper
+
+            keeper = SampleKeeper(by, args.samples)
+            numbered = keeper.tee(numbered)
+        if fmt == "sqlite":
+            from llmeval.store import Store
+
+            db = Store(args.output)
+            numbered = db.tee(numbered)
+        try:
+            text = self._aggregate(numbered, inputs, by, ks, keeper, db)
+        except BaseException:
+            if db is not None:
+                db.abort()
+            raise
+        if text is not None:
+            write_output(args.output, text)
+        return 0
+
+    def _aggregate(
+        self,
+        numbered: Iterable[tuple[str, Record]],
+        inputs: list[str | None],
+        by: list[str],
+        ks: list[int],
+        keeper: Any,
+        db: Any,
+    ) -> bytes | None:
+        from llmeval import report
+
+        args = self.args
+        fmt = args.format
+        groups = accumulate(numbered, by)
         if not groups:
             names = ", ".join("stdin" if i is None else i for i in inputs)
             raise StageError(f"no scored records in {names}")
         for line in provenance_warnings(groups, by):
             self.log(line)
         metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-        summary = summarize(
-            groups,
-            by,
-            ks=ks,
-            metrics=metrics,
-            resamples=args.bootstrap,
-            level=args.ci_level,
-            seed=args.seed,
-        )
+        stats = dict(resamples=args.bootstrap, level=args.ci_level, seed=args.seed)
+        summary = summarize(groups, by, ks=ks, metrics=metrics, **stats)
+        full_report = fmt == "html"
         comps = (
-            compare(
-                groups,
-                by,
-                resamples=args.bootstrap,
-                level=args.ci_level,
-                seed=args.seed,
-                alpha=args.alpha,
-            )
-            if args.compare
+            compare(groups, by, alpha=args.alpha, **stats)
+            if args.compare or (full_report and "model" in by)
             else []
         )
-        text = report.render(args.format, summary, comps, by, args.ci_level)
-        write_output(args.output, text)
+        board = (
+            leaderboard(groups, by, **stats)
+            if args.leaderboard or (full_report and _leaderboard_possible(by))
+            else []
+        )
+        wanted = {r for g in groups.values() for r in (*g.run_ids, *g.score_run_ids)}
+        runs = run_records(inputs, wanted) if fmt in ("html", "sqlite") else {}
+        text: bytes | None
+        if fmt == "sqlite":
+            from llmeval.store import basis
+
+            bases = {key: group_basis(g, by, stats) for key, g in groups.items()}
+            paired = [(bases[tuple(str(r[f]) for f in by)], r) for r in summary]
+            started = {rid: str(r["started_at"]) for rid, r in runs.items() if r.get("started_at")}
+            db.add_runs(runs[r] for r in sorted(runs))
+            db.add_summary(
+                by, paired, comps, board, basis([sorted(bases.values()), args.alpha]), started
+            )
+            added = db.commit()
+            self.log(
+                f"{args.output}: added "
+                + ", ".join(f"{n} {t}" for t, n in added.items())
+                + (" (nothing new)" if not any(added.values()) else "")
+            )
+            text = None
+        elif fmt == "html":
+            from llmeval import __version__
+            from llmeval.html_report import render
+
+            text = render(
+                summary=summary,
+                comps=comps,
+                board=board,
+                details=group_details(groups, by),
+                samples=keeper,
+                runs=runs,
+                by=by,
+                level=args.ci_level,
+                inputs=["stdin" if i is None else i for i in inputs],
+                version=__version__,
+            )
+        else:
+            text = report.render(fmt, summary, comps, by, args.ci_level, board)
         if args.plot:
             report.plot(summary, by, args.plot)
             self.log(f"chart written to {args.plot}")
         if args.export:
-            report.export_parquet([*summary, *comps], args.export)
+            report.export_parquet([*summary, *comps, *board], args.export)
             self.log(f"summary written to {args.export}")
-        return 0
+        return text
+
+
+def _leaderboard_possible(by: list[str]) -> bool:
+    return {"model", "dataset"} <= set(by) and set(by) <= {"model", "dataset", "category"}
+
+
+def _check_leaderboard_by(by: list[str]) -> None:
+    if not _leaderboard_possible(by):
+        raise UsageError(
+            "--leaderboard ranks models over datasets: --by must be model,dataset "
+            f"(got {','.join(by)})"
+        )
+
+
+def group_basis(group: Group, by: list[str], stats: dict[str, Any]) -> str:
+    """What a group's metrics were computed from, as a content hash (the store's key)."""
+    from llmeval.store import basis
+
+    return basis(
+        [
+            dict(zip(by, group.key)),
+            sorted((t, c[:SEEN]) for t, c in group.tasks.items()),
+            sorted(group.run_ids),
+            sorted(group.score_run_ids),
+            stats,
+        ]
+    )
 
 
 def write_output(path: str | None, data: bytes) -> None:

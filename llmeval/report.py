@@ -1,9 +1,11 @@
 """People-facing renderings of eval-aggregate's summary: tables, sentences, charts, files.
 
-The summary and comparison records (docs/records.md, "eval-aggregate") are
-the data; this module only presents them: aligned text and Markdown tables,
-CSV, one plain sentence per comparison, a bar chart with intervals (PNG) and a
-Parquet export.
+The summary, comparison and leaderboard records (docs/records.md,
+"eval-aggregate") are the data; this module only presents them: aligned text
+and Markdown tables (the leaderboard grid among them), one CSV with a
+``type`` column for every kind of record, one plain sentence per comparison,
+a bar chart with intervals (PNG) and a Parquet export. The HTML report is
+:mod:`llmeval.html_report`, the database :mod:`llmeval.store`.
 """
 
 from __future__ import annotations
@@ -236,27 +238,135 @@ def export_parquet(summary: list[Record], path: str) -> None:
     pq.write_table(pa.table({k: [r.get(k) for r in flat] for k in keys}), path)
 
 
+def leaderboard_tables(
+    board: list[Record], summary: list[Record], level: float
+) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One (title, header, rows) per leaderboard scope: rank, rank interval, score, then
+    each dataset's primary metric with its interval, datasets grouped by category."""
+    cell = {
+        (r.get("model"), r.get("dataset")): r
+        for r in summary
+        if r["type"] == TYPE_METRIC and r["metric"] in ("pass@1", "accuracy")
+    }
+    category = {r.get("dataset"): r.get("category") for r in cell.values()}
+    scopes: dict[str, list[Record]] = {}
+    for r in board:
+        scopes.setdefault(r["scope"], []).append(r)
+    out = []
+    for scope, rows in scopes.items():
+        ds = rows[0]["datasets"]
+        metrics = rows[0]["metrics"]
+        header = ["rank", f"rank {ci_label(level)}", "model", "score", ci_label(level)]
+        header += [
+            "/".join(x for x in (category.get(d), d) if x) + f" {metrics.get(d, '')}".rstrip()
+            for d in ds
+        ]
+        body = []
+        for r in rows:
+            ranked = r["rank"] is not None
+            line = [
+                str(r["rank"]) if ranked else "-",
+                f"{r['rank_low']}-{r['rank_high']}" if ranked else "not ranked",
+                r["model"],
+                _fmt(r["value"]),
+                f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if ranked else "",
+            ]
+            for d in ds:
+                c = cell.get((r["model"], d))
+                line.append(
+                    "missing"
+                    if c is None
+                    else f"{_fmt(c['value'])} [{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
+                )
+            body.append(line)
+        what = "all datasets" if scope == "all" else f"category {scope}"
+        title = f"leaderboard, {what}: mean over {len(ds)} datasets, {rows[0]['n_models']} ranked"
+        out.append((title, header, body))
+    return out
+
+
+CSV_EXTRA = [
+    "type", "ci_low", "ci_high", "model_a", "model_b", "value_a", "value_b", "diff", "test",
+    "p_value", "p_holm", "significant", "n_shared", "only_a", "only_b", "scope", "rank",
+    "rank_low", "rank_high",
+]  # fmt: skip
+
+
+def _raw(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return ";".join(map(str, v))
+    return str(v)
+
+
+def csv_rows(
+    summary: list[Record], comps: list[Record], board: list[Record], by: list[str], level: float
+) -> tuple[list[str], list[list[str]]]:
+    """One CSV for everything: the people's columns first, then a ``type`` column (metric,
+    comparison, leaderboard) and the raw numbers of each kind (docs/records.md)."""
+    header, rows = rows_for_people(summary, by, level)
+    width = len(header)
+    out = []
+    for r, row in zip((r for r in summary if r["type"] == TYPE_METRIC), rows):
+        extra = dict(type=r["type"], ci_low=r["ci_low"], ci_high=r["ci_high"])
+        out.append(row + [_raw(extra.get(c)) for c in CSV_EXTRA])
+    for c in comps:
+        row = [_raw(c.get(f)) if f != "model" else "" for f in by]
+        row += [c["metric"], "", f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]", str(c["n_shared"])]
+        row += [""] * (width - len(row))
+        out.append(row + [_raw(c.get(k)) for k in CSV_EXTRA])
+    for b in board:
+        row = [b["model"] if f == "model" else "" for f in by]
+        ranked = b["rank"] is not None
+        row += [
+            "mean of " + "/".join(sorted(set(b["metrics"].values()))),
+            _fmt(b["value"]),
+            f"[{_fmt(b['ci_low'])}, {_fmt(b['ci_high'])}]" if ranked else "",
+            str(b["n_tasks"]),
+        ]
+        row += [""] * (width - len(row))
+        out.append(row + [_raw(b.get(k)) for k in CSV_EXTRA])
+    return header + CSV_EXTRA, out
+
+
 def render(
-    fmt: str, summary: list[Record], comps: list[Record], by: list[str], level: float
+    fmt: str,
+    summary: list[Record],
+    comps: list[Record],
+    by: list[str],
+    level: float,
+    board: list[Record] | None = None,
 ) -> bytes:
-    """eval-aggregate's output in ``fmt`` (jsonl, table, markdown, csv) as bytes."""
+    """eval-aggregate's output in ``fmt`` (jsonl, table, markdown, csv) as bytes.
+
+    With a leaderboard, the tables show it in place of the long metric table."""
     import csv
     import io
 
     import orjson
 
+    board = board or []
     if fmt == "jsonl":
-        return b"".join(orjson.dumps(r) + b"\n" for r in [*summary, *comps])
+        return b"".join(orjson.dumps(r) + b"\n" for r in [*summary, *comps, *board])
     if fmt in ("table", "markdown"):
         md = fmt == "markdown"
-        parts = [render_table(*rows_for_people(summary, by, level), markdown=md)]
+        if board:
+            parts = []
+            for title, header, rows in leaderboard_tables(board, summary, level):
+                parts += [f"{'## ' if md else ''}{title}\n\n" if md else f"{title}\n"]
+                parts += [render_table(header, rows, markdown=md), "\n"]
+        else:
+            parts = [render_table(*rows_for_people(summary, by, level), markdown=md)]
         if comps:
             parts += ["\n", render_table(*comparison_rows(comps, level), markdown=md), "\n"]
             parts += [plain_statement(r) + "\n" for r in comps]
         return "".join(parts).encode()
     out = io.StringIO()
     writer = csv.writer(out)
-    header, rows = rows_for_people(summary, by, level)
+    header, rows = csv_rows(summary, comps, board, by, level)
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue().encode()

@@ -96,3 +96,74 @@ def paired_test(
         random_state=seed,
     )
     return "paired_permutation", float(res.pvalue), None
+
+
+def competition_ranks(scores: Any) -> Any:
+    """Rank 1 for the highest score; equal scores share the best rank ("1224").
+
+    ``scores`` is ``(..., models)``; the ranks have the same shape. Scores are
+    rounded to 12 decimals first, so means that are equal on paper are ties.
+    """
+    import numpy as np
+
+    s = np.round(np.asarray(scores, dtype=float), 12)
+    return 1 + (s[..., None, :] > s[..., :, None]).sum(axis=-1)
+
+
+def bootstrap_ranks(
+    blocks: list[Any], resamples: int, level: float, seed: int
+) -> dict[str, Any]:
+    """Scores and ranks of models, with percentile bootstrap intervals resampling tasks.
+
+    ``blocks`` holds one ``(models, tasks)`` array per dataset of per-task
+    values, NaN where a model has no value for a task. A model's score is the
+    mean over datasets of its mean over that dataset's tasks. Each resample
+    draws the tasks of every dataset with replacement, the same draw for every
+    model (the comparison is paired), and recomputes every score and every
+    rank; a rank interval that spans several places says those places are not
+    told apart by this many tasks. Seeded: the same input gives the same
+    intervals. Returns arrays ``score``, ``score_low``, ``score_high``,
+    ``rank``, ``rank_low``, ``rank_high`` (one entry per model).
+    """
+    import numpy as np
+
+    if not blocks:
+        raise ValueError("bootstrap_ranks needs at least one dataset")
+    m = blocks[0].shape[0]
+    point = np.zeros(m)
+    for v in blocks:
+        point += np.nanmean(v, axis=1)
+    point /= len(blocks)
+    alpha = (1 - level) / 2
+    if resamples < 1:
+        rank = competition_ranks(point)
+        return {
+            "score": point, "score_low": point.copy(), "score_high": point.copy(),
+            "rank": rank, "rank_low": rank.copy(), "rank_high": rank.copy(),
+        }
+    scores = np.zeros((resamples, m))
+    for d, v in enumerate(blocks):
+        # The first dataset draws exactly what bootstrap_ci draws, so a one-dataset
+        # leaderboard shows the same interval as the metric; the others draw independently.
+        rng = np.random.default_rng(seed if d == 0 else [seed, d])
+        t = v.shape[1]
+        means = np.nanmean(v, axis=1)
+        for start in range(0, resamples, 1000):  # bounded memory for any task count
+            stop = min(resamples, start + 1000)
+            idx = rng.integers(0, t, size=(stop - start, t))
+            for i in range(m):
+                x = v[i][idx]
+                have = (~np.isnan(x)).sum(axis=1)
+                total = np.nansum(x, axis=1)
+                # A resample that drew none of a model's tasks keeps its mean on this dataset.
+                scores[start:stop, i] += np.where(have > 0, total / np.maximum(have, 1), means[i])
+    scores /= len(blocks)
+    ranks = competition_ranks(scores)
+    return {
+        "score": point,
+        "score_low": np.quantile(scores, alpha, axis=0),
+        "score_high": np.quantile(scores, 1 - alpha, axis=0),
+        "rank": competition_ranks(point),
+        "rank_low": np.quantile(ranks, alpha, axis=0, method="lower"),
+        "rank_high": np.quantile(ranks, 1 - alpha, axis=0, method="higher"),
+    }

