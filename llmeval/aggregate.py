@@ -60,7 +60,7 @@ examples:
 
 @dataclass
 class Group:
-    """Counters for one group: per task [n, passes, *status counts, token sum, token count, seen]."""
+    """Counters for one group: per task [n, passes, *status counts, token sum, token count]."""
 
     key: tuple[str, ...]
     tasks: dict[str, list[int]] = field(default_factory=dict)
@@ -73,7 +73,8 @@ class Group:
     versions: set[str] = field(default_factory=set)
     finish: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
-    seen_large: set[tuple[str, int]] = field(default_factory=set)
+    seen: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, task) -> bitmask
+    seen_large: set[tuple[str, str, int]] = field(default_factory=set)
 
     @property
     def category(self) -> str | None:
@@ -83,28 +84,31 @@ class Group:
 
 STATUS_INDEX = {s: 2 + i for i, s in enumerate(STATUSES)}
 TOKENS, TOKEN_COUNT = 2 + len(STATUSES), 3 + len(STATUSES)
-SEEN = TOKEN_COUNT + 1  # bitmask of the sample indices counted (below SEEN_BITS)
-SEEN_BITS = 1024
+SEEN_BITS = 1024  # sample indices below this are remembered as bits of one int per (model, task)
 
 
-def _first_time(group: Group, task: str, counters: list[int], sample: Any) -> bool:
-    """False when this (task, sample) of the group was counted already: the same work twice.
+def _first_time(group: Group, model: Any, task: str, sample: Any) -> bool:
+    """False when this sample (model label, task, sample index) was counted already.
 
     The same file passed twice, two campaigns read together that both hold a
     run, a cached re-run under the same label: a sample is counted once, so
-    pass@k never sees copies of one sample as independent draws.
+    pass@k never sees copies of one sample as independent draws. The model
+    is part of the identity whatever ``--by`` says (``--by dataset`` pools
+    models, whose samples are distinct).
     """
-    if not isinstance(sample, int) or isinstance(sample, bool) or sample < 0:
-        return True  # records without a sample index cannot be told apart
+    if not isinstance(sample, int) or isinstance(sample, bool) or sample < 0 or model is None:
+        return True  # records without a sample index or a model cannot be told apart
+    who = (str(model), task)
     if sample < SEEN_BITS:
+        bits = group.seen.get(who, 0)
         bit = 1 << sample
-        if counters[SEEN] & bit:
+        if bits & bit:
             return False
-        counters[SEEN] |= bit
+        group.seen[who] = bits | bit
         return True
-    if (task, sample) in group.seen_large:
+    if (*who, sample) in group.seen_large:
         return False
-    group.seen_large.add((task, sample))
+    group.seen_large.add((*who, sample))
     return True
 
 
@@ -130,7 +134,7 @@ def accumulate(
         task = str(rec.get("id") or rec.get("task_id"))
         counters = group.tasks.get(task)
         if counters is None:
-            counters = group.tasks[task] = [0] * (SEEN + 1)
+            counters = group.tasks[task] = [0] * (TOKEN_COUNT + 1)
         group.scorers.add(str(rec.get("scorer")))
         for attr, value in (
             ("categories", rec.get("category")),
@@ -143,7 +147,7 @@ def accumulate(
             if isinstance(value, str):
                 getattr(group, attr).add(value)
         # A repeat still names its runs (above), so provenance does not depend on input order.
-        if not _first_time(group, task, counters, rec.get("sample")):
+        if not _first_time(group, rec.get("model"), task, rec.get("sample")):
             group.duplicates += 1
             continue
         status = score["status"]
@@ -358,6 +362,22 @@ def leaderboard(
     from llmeval.stats import bootstrap_ranks
 
     _check_leaderboard_by(by)
+    cell_cache: dict[tuple[str, str, str], Record] = {}
+
+    def cell(m: str, d: str, metric: str) -> Record:
+        """One grid cell: the model's metric on the dataset with its interval (as summarize's)."""
+        if (m, d, metric) not in cell_cache:
+            _, values = per_task(cells[(m, d)], metric)
+            lo, hi = bootstrap_ci(values, resamples, level, seed)
+            cell_cache[(m, d, metric)] = {
+                "metric": metric,
+                "value": sum(values) / len(values),
+                "ci_low": lo,
+                "ci_high": hi,
+                "n_tasks": len(values),
+            }
+        return cell_cache[(m, d, metric)]
+
     mi, di = by.index("model"), by.index("dataset")
     cells = {(k[mi], k[di]): g for k, g in groups.items()}
     models = sorted({m for m, _ in cells})
@@ -389,6 +409,7 @@ def leaderboard(
         head = {"type": TYPE_LEADERBOARD, "scope": scope}
         common = {
             "datasets": ds,
+            "categories": {d: category[d] for d in ds},
             "metrics": metrics,
             "n_models": len(ranked),
             "ci_level": level,
@@ -408,6 +429,7 @@ def leaderboard(
                     "ci_high": float(res["score_high"][i]),
                     "n_tasks": n_tasks[m],
                     "missing": [],
+                    "cells": {d: cell(m, d, metrics[d]) for d in ds},
                 }
                 for i, m in enumerate(ranked)
             ]
@@ -427,6 +449,11 @@ def leaderboard(
                         "ci_high": None,
                         "n_tasks": sum(len(cells[(m, d)].tasks) for d in ds if (m, d) in cells),
                         "missing": [d for d in ds if (m, d) not in cells],
+                        "cells": {
+                            d: cell(m, d, primary_metric(cells[(m, d)]))
+                            for d in ds
+                            if (m, d) in cells
+                        },
                         **common,
                     }
                 )
@@ -800,7 +827,7 @@ def group_basis(group: Group, by: list[str], stats: dict[str, Any]) -> str:
     return basis(
         [
             dict(zip(by, group.key)),
-            sorted((t, c[:SEEN]) for t, c in group.tasks.items()),
+            sorted(group.tasks.items()),
             sorted(group.run_ids),
             sorted(group.score_run_ids),
             stats,

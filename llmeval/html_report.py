@@ -85,19 +85,21 @@ class SampleKeeper:
             self.prompts[task] = _cap(prompt_text(rec), self.text_cap)
         index = rec.get("sample") if isinstance(rec.get("sample"), int) else 0
         run_id = str(rec.get("run_id") or "")
+        model = str(rec.get("model"))
         kept = self.samples.setdefault((key, task), [])
-        same = [s for s in kept if s["sample"] == index]
+        same = [s for s in kept if (s["sample"], s["model"]) == (index, model)]
         if same:  # the same sample from two runs: keep one, the same whatever the order
             if run_id >= same[0]["run_id"]:
                 return
             kept.remove(same[0])
-        if len(kept) >= self.per_task and index > kept[-1]["sample"]:
+        if len(kept) >= self.per_task and (index, model) > (kept[-1]["sample"], kept[-1]["model"]):
             return
         score = rec.get("score") or {}
         cap = self.text_cap
         kept.append(
             {
                 "sample": index,
+                "model": model,
                 "run_id": run_id,
                 "status": score.get("status"),
                 "completion": _cap(rec.get("completion"), cap),
@@ -110,7 +112,7 @@ class SampleKeeper:
                 "tokens": (rec.get("usage") or {}).get("completion_tokens"),
             }
         )
-        kept.sort(key=lambda s: s["sample"])
+        kept.sort(key=lambda s: (s["sample"], s["model"]))
         del kept[self.per_task :]
 
 
@@ -339,14 +341,9 @@ def results_section(summary: list[Record], by: list[str], level: float) -> str:
     return "".join(out)
 
 
-def leaderboard_section(board: list[Record], summary: list[Record], level: float) -> str:
+def leaderboard_section(board: list[Record], level: float) -> str:
     if not board:
         return ""
-    cell = {
-        (r.get("model"), r.get("dataset")): r
-        for r in summary
-        if r["type"] == TYPE_METRIC and r["metric"] in PRIMARY
-    }
     out = [
         '<section id="leaderboard"><h2>Leaderboard</h2>',
         "<p>A model's score is the mean over datasets of its pass@1 (code) or accuracy. "
@@ -360,7 +357,12 @@ def leaderboard_section(board: list[Record], summary: list[Record], level: float
         ds = rows[0]["datasets"]
         metrics = rows[0]["metrics"]
         header = ["rank", f"rank {level * 100:g}% CI", "model", "score", f"{level * 100:g}% CI"]
-        header += [f"{d} ({metrics.get(d, '')})" for d in ds]
+        category = rows[0].get("categories") or {}
+        header += [
+            "/".join(x for x in (category.get(d), d) if x)
+            + (f" ({metrics[d]})" if metrics.get(d) else "")
+            for d in ds
+        ]
         trs = []
         for r in rows:
             ranked = r["rank"] is not None
@@ -375,7 +377,7 @@ def leaderboard_section(board: list[Record], summary: list[Record], level: float
                 _td(_interval(r["ci_low"], r["ci_high"])),
             ]
             for d in ds:
-                c = cell.get((r["model"], d))
+                c = r["cells"].get(d)
                 if c is None:
                     tds.append(_td("missing", -1, "missing"))
                 else:
@@ -678,7 +680,7 @@ def render(
     body = "".join(
         [
             overview,
-            leaderboard_section(board, summary, level),
+            leaderboard_section(board, level),
             results_section(summary, by, level),
             comparisons_section(comps, level),
             matrix_section(details, by),
@@ -785,7 +787,7 @@ function openTask(task,col){
   kept.forEach(function(s){
    var div=el("div","sample");div.setAttribute("data-col",c);
    var line=el("p");line.appendChild(el("span","badge "+s.status,s.status));
-   line.appendChild(el("span",null,"sample "+s.sample+(s.run_id?" of run "+s.run_id:"")+(s.finish_reason?", finish "+s.finish_reason:"")+
+   line.appendChild(el("span",null,(c===s.model?"":s.model+", ")+"sample "+s.sample+(s.run_id?" of run "+s.run_id:"")+(s.finish_reason?", finish "+s.finish_reason:"")+
     (s.tokens!==null&&s.tokens!==undefined?", "+s.tokens+" tokens":"")));div.appendChild(line);
    if(s.error){div.appendChild(el("h5",null,"generation error"));div.appendChild(el("pre","error",s.error));}
    div.appendChild(el("h5",null,"completion"));

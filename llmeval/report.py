@@ -239,16 +239,10 @@ def export_parquet(summary: list[Record], path: str) -> None:
 
 
 def leaderboard_tables(
-    board: list[Record], summary: list[Record], level: float
+    board: list[Record], level: float
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     """One (title, header, rows) per leaderboard scope: rank, rank interval, score, then
     each dataset's primary metric with its interval, datasets grouped by category."""
-    cell = {
-        (r.get("model"), r.get("dataset")): r
-        for r in summary
-        if r["type"] == TYPE_METRIC and r["metric"] in ("pass@1", "accuracy")
-    }
-    category = {r.get("dataset"): r.get("category") for r in cell.values()}
     scopes: dict[str, list[Record]] = {}
     for r in board:
         scopes.setdefault(r["scope"], []).append(r)
@@ -256,6 +250,7 @@ def leaderboard_tables(
     for scope, rows in scopes.items():
         ds = rows[0]["datasets"]
         metrics = rows[0]["metrics"]
+        category = rows[0].get("categories") or {}
         header = ["rank", f"rank {ci_label(level)}", "model", "score", ci_label(level)]
         header += [
             "/".join(x for x in (category.get(d), d) if x) + f" {metrics.get(d, '')}".rstrip()
@@ -272,7 +267,7 @@ def leaderboard_tables(
                 f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if ranked else "",
             ]
             for d in ds:
-                c = cell.get((r["model"], d))
+                c = r["cells"].get(d)
                 line.append(
                     "missing"
                     if c is None
@@ -355,7 +350,7 @@ def render(
         md = fmt == "markdown"
         if board:
             parts = []
-            for title, header, rows in leaderboard_tables(board, summary, level):
+            for title, header, rows in leaderboard_tables(board, level):
                 parts += [f"{'## ' if md else ''}{title}\n\n" if md else f"{title}\n"]
                 parts += [render_table(header, rows, markdown=md), "\n"]
         else:

@@ -37,6 +37,7 @@ import orjson
 
 from llmeval.errors import DataError
 from llmeval.records import Record
+from llmeval.vocab import PASS
 
 SCHEMA_VERSION = 1
 BATCH = 2000
@@ -63,14 +64,14 @@ CREATE TABLE IF NOT EXISTS samples (
     completion TEXT, finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER,
     error TEXT, cached INTEGER, llmeval_version TEXT, source TEXT,
     PRIMARY KEY (run_id, id, key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scores (
     score_run_id TEXT NOT NULL, run_id TEXT NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL,
     status TEXT NOT NULL, value REAL, passed INTEGER NOT NULL,
     extracted TEXT, expected TEXT, detail TEXT, sanitized TEXT, time_s REAL,
     PRIMARY KEY (score_run_id, run_id, id, key),
     FOREIGN KEY (run_id, id, key) REFERENCES samples (run_id, id, key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS metrics (
     basis TEXT NOT NULL, metric TEXT NOT NULL, grp TEXT NOT NULL,
     model TEXT, dataset TEXT, category TEXT,
@@ -112,16 +113,20 @@ def _json(v: Any) -> str | None:
     return None if v is None else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _text(v: Any) -> str | None:
-    return v if v is None or isinstance(v, str) else _json(v)
+def _sql(v: Any) -> Any:
+    """A field as SQLite stores it: text and numbers as they are, anything else as JSON text."""
+    t = type(v)
+    return v if t is str or t is int or t is float or v is None else _json(v)
+
+
+SAMPLE_FIELDS = ("model", "model_id", "model_revision", "backend", "preset", "dataset",
+                 "task_id", "category")  # fmt: skip
+PARAM_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
+SCORE_FIELDS = ("extracted", "expected", "detail", "sanitized", "time_s")
 
 
 def _obj(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
-
-
-def _num(v: Any) -> float | int | None:
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def sample_key(rec: Record) -> str:
@@ -147,6 +152,7 @@ class Store:
         try:
             self.db = sqlite3.connect(path, timeout=300, isolation_level=None)
             self.db.execute("PRAGMA foreign_keys = OFF")  # scores may arrive before samples
+            self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages: big loads stay fast
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise DataError(
@@ -163,7 +169,8 @@ class Store:
         self.before = self.counts()
         self._samples: list[tuple[Any, ...]] = []
         self._scores: list[tuple[Any, ...]] = []
-        self._tasks: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._tasks: list[tuple[Any, ...]] = []
+        self._seen_tasks: set[tuple[str, str]] = set()
 
     # -- streaming records
 
@@ -177,44 +184,51 @@ class Store:
 
     def add(self, rec: Record, source: str | None = None) -> None:
         """Queue one scored record (written in batches)."""
-        run_id = rec.get("run_id") if isinstance(rec.get("run_id"), str) else ""
-        rid = str(rec.get("id") or rec.get("task_id"))
+        get = rec.get
+        run_id = get("run_id")
+        if type(run_id) is not str:
+            run_id = ""
+        rid = str(get("id") or get("task_id"))
         key = sample_key(rec)
-        params = _obj(rec.get("params"))
-        usage = _obj(rec.get("usage"))
-        dhash = rec["dataset_hash"] if isinstance(rec.get("dataset_hash"), str) else ""
+        params = get("params")
+        params = params if type(params) is dict else {}
+        usage = get("usage")
+        usage = usage if type(usage) is dict else {}
+        dhash = get("dataset_hash")
+        if type(dhash) is not str:
+            dhash = ""
+        cached = get("cached")
         self._samples.append(
             (
                 run_id, rid, key,
-                _text(rec.get("model")), _text(rec.get("model_id")),
-                _text(rec.get("model_revision")), _text(rec.get("backend")),
-                _text(rec.get("preset")), _text(rec.get("dataset")), _text(rec.get("task_id")),
-                _text(rec.get("category")), dhash,
-                _num(rec.get("sample")), _num(params.get("temperature")),
-                _num(params.get("top_p")), _num(params.get("max_tokens")),
-                _num(params.get("seed")),
-                _text(rec.get("completion")), _text(rec.get("finish_reason")),
-                _num(usage.get("prompt_tokens")), _num(usage.get("completion_tokens")),
-                _text(rec.get("error")),
-                None if rec.get("cached") is None else int(bool(rec.get("cached"))),
-                _text(rec.get("llmeval_version")), source,
+                *[_sql(get(f)) for f in SAMPLE_FIELDS], dhash, _sql(get("sample")),
+                *[_sql(params.get(f)) for f in PARAM_FIELDS],
+                _sql(get("completion")), _sql(get("finish_reason")),
+                _sql(usage.get("prompt_tokens")), _sql(usage.get("completion_tokens")),
+                _sql(get("error")), None if cached is None else int(bool(cached)),
+                _sql(get("llmeval_version")), source,
             )
         )  # fmt: skip
         score = rec["score"]
-        score_run = score.get("run_id") if isinstance(score.get("run_id"), str) else ""
+        score_run = score.get("run_id")
+        if type(score_run) is not str:
+            score_run = ""
+        status = score["status"]
         self._scores.append(
             (
-                score_run, run_id, rid, key, score["status"], _num(score.get("value")),
-                int(score["status"] == "pass"), _text(score.get("extracted")),
-                _text(score.get("expected")), _text(score.get("detail")),
-                _text(score.get("sanitized")), _num(score.get("time_s")),
+                score_run, run_id, rid, key, status, _sql(score.get("value")),
+                int(status == PASS), *[_sql(score.get(f)) for f in SCORE_FIELDS],
             )
         )  # fmt: skip
-        if (rid, dhash) not in self._tasks:
-            self._tasks[(rid, dhash)] = (
-                rid, dhash, _text(rec.get("dataset")), _text(rec.get("task_id")),
-                _text(rec.get("category")), _text(rec.get("scorer")), _text(rec.get("prompt")),
-                _json(rec.get("messages")), _json(rec.get("reference")),
+        if (rid, dhash) not in self._seen_tasks:
+            # Each task is written once per load (prompts and references are the big parts).
+            self._seen_tasks.add((rid, dhash))
+            self._tasks.append(
+                (
+                    rid, dhash, _sql(get("dataset")), _sql(get("task_id")),
+                    _sql(get("category")), _sql(get("scorer")), _sql(get("prompt")),
+                    _json(get("messages")), _json(get("reference")),
+                )
             )  # fmt: skip
         if len(self._samples) >= BATCH:
             self.flush()
@@ -226,8 +240,8 @@ class Store:
             ex(f"INSERT OR IGNORE INTO scores VALUES ({','.join('?' * 12)})", self._scores)
             self._samples, self._scores = [], []
         if self._tasks:
-            ex(f"INSERT OR IGNORE INTO tasks VALUES ({','.join('?' * 9)})", self._tasks.values())
-            self._tasks = {}
+            ex(f"INSERT OR IGNORE INTO tasks VALUES ({','.join('?' * 9)})", self._tasks)
+            self._tasks = []
 
     # -- runs and summaries
 
@@ -239,12 +253,12 @@ class Store:
             preset = r.get("preset")
             rows.append(
                 (
-                    r["run_id"], _text(r.get("stage")), _text(r.get("started_at")),
-                    _text(r.get("host")), _text(r.get("user")),
-                    _text(slurm.get("job_id")), _text(slurm.get("array_job_id")),
-                    _text(slurm.get("array_task_id")), _text(slurm.get("node")),
-                    _text(preset.get("name") if isinstance(preset, dict) else preset),
-                    _num(r.get("seed")), _text(ll.get("version")), _text(ll.get("git")),
+                    r["run_id"], _sql(r.get("stage")), _sql(r.get("started_at")),
+                    _sql(r.get("host")), _sql(r.get("user")),
+                    _sql(slurm.get("job_id")), _sql(slurm.get("array_job_id")),
+                    _sql(slurm.get("array_task_id")), _sql(slurm.get("node")),
+                    _sql(preset.get("name") if isinstance(preset, dict) else preset),
+                    _sql(r.get("seed")), _sql(ll.get("version")), _sql(ll.get("git")),
                     _json(r.get("gpus")), _json(r.get("libraries")), _json(r),
                 )
             )  # fmt: skip

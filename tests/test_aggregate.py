@@ -264,6 +264,10 @@ def test_a_sample_seen_twice_is_counted_once(tmp_path):
     groups = accumulate(numbered(recs + recs[:5]), BY)
     (g,) = groups.values()
     assert g.duplicates == 5 and sum(c[0] for c in g.tasks.values()) == 12
+    # The model is part of a sample's identity even when --by pools models.
+    two = recs + [dict(r, model="other") for r in recs]
+    (pooled,) = accumulate(numbered(two + two[:3]), ["dataset"]).values()
+    assert pooled.duplicates == 3 and sum(c[0] for c in pooled.tasks.values()) == 24
     out = run_cmd(["eval-aggregate", str(f), str(f), str(tmp_path), "--metrics", "pass@1"])
     assert out.returncode == 0
     (r,) = [orjson.loads(x) for x in out.stdout.splitlines()]
@@ -410,6 +414,12 @@ def test_leaderboard_ranks_with_intervals_that_show_ties():
     # The score is the mean over datasets of each dataset's pass@1.
     s = {(r["model"], r["dataset"]): r["value"] for r in summarize(groups, BY) if r["metric"] == "pass@1"}
     assert rows["B"]["value"] == pytest.approx((s[("B", "humaneval")] + s[("B", "mbpp")]) / 2)
+    # Its cells are the metric records' numbers, intervals included.
+    full = {(r["model"], r["dataset"]): r for r in summarize(groups, BY, resamples=500, seed=3)
+            if r["metric"] == "pass@1"}  # fmt: skip
+    for (m, d), r in full.items():
+        c = rows[m]["cells"][d]
+        assert (c["value"], c["ci_low"], c["ci_high"]) == (r["value"], r["ci_low"], r["ci_high"])
     # Seeded: the same input, the same intervals; another seed may move them.
     assert leaderboard(groups, BY, resamples=500, seed=3) == board
     with pytest.raises(Exception, match="--by must be model,dataset"):

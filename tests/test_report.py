@@ -63,17 +63,19 @@ def test_markdown_and_csv():
 BOARD = [
     {"type": "leaderboard", "scope": "all", "model": "m", "rank": 1, "rank_low": 1,
      "rank_high": 2, "value": 0.5, "ci_low": 0.25, "ci_high": 0.75, "n_tasks": 4, "missing": [],
-     "datasets": ["d"], "metrics": {"d": "pass@1"}, "n_models": 2, "ci_level": 0.9},
+     "datasets": ["d"], "categories": {"d": "coding"}, "metrics": {"d": "pass@1"},
+     "n_models": 2, "ci_level": 0.9,
+     "cells": {"d": {"metric": "pass@1", "value": 0.5, "ci_low": 0.25, "ci_high": 0.75,
+                     "n_tasks": 4}}},
     {"type": "leaderboard", "scope": "all", "model": "x", "rank": None, "rank_low": None,
      "rank_high": None, "value": None, "ci_low": None, "ci_high": None, "n_tasks": 2,
-     "missing": ["d"], "datasets": ["d"], "metrics": {"d": "pass@1"}, "n_models": 2,
-     "ci_level": 0.9},
+     "missing": ["d"], "datasets": ["d"], "categories": {"d": "coding"},
+     "metrics": {"d": "pass@1"}, "n_models": 2, "ci_level": 0.9, "cells": {}},
 ]  # fmt: skip
 
 
 def test_leaderboard_table():
-    text = report.render("table", [dict(METRIC, category="coding")], [], ["model", "dataset"], 0.9,
-                         BOARD).decode()  # fmt: skip
+    text = report.render("table", [METRIC], [], ["model", "dataset"], 0.9, BOARD).decode()
     lines = text.splitlines()
     assert lines[0] == "leaderboard, all datasets: mean over 1 datasets, 2 ranked"
     assert lines[1].split() == ["rank", "rank", "90%", "CI", "model", "score", "90%", "CI",
