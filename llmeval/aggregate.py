@@ -704,8 +704,7 @@ class Aggregate(cli.Command):
             _check_leaderboard_by(by)
         inputs = expand_inputs(args.inputs, warn=self.log)
         cli.check_stdin(PROG, inputs)
-        if fmt == "sqlite":
-            cli.refuse_output_onto_input(args.output, inputs)
+        cli.refuse_output_onto_input(args.output, inputs)  # -o would replace what it reads
         numbered: Iterable[tuple[str, Record]] = read_many_numbered(inputs)
         keeper = db = None
         if fmt == "html":

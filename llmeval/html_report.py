@@ -21,6 +21,7 @@ per-task counters.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from html import escape
@@ -160,7 +161,12 @@ def _table(tid: str, header: list[str], rows: list[str], caption: str = "") -> s
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
+    """An element id for ``text``: itself when it is one already, else a cleaned form plus a
+    short hash (so "a b" and "a-b" do not share an id)."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
+    if slug == text:
+        return slug
+    return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def _json_for_script(data: Any) -> str:

@@ -149,6 +149,8 @@ class Store:
     def __init__(self, path: str):
         self.path = path
         self.created = not os.path.exists(path)
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise DataError(path, "its directory does not exist")
         try:
             self.db = sqlite3.connect(path, timeout=300, isolation_level=None)
             self.db.execute("PRAGMA foreign_keys = OFF")  # scores may arrive before samples

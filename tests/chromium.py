@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +26,8 @@ FLAGS = [
     "--headless",
     "--no-sandbox",  # root in a container: Chromium's own sandbox needs user namespaces
     "--disable-gpu",
+    "--disable-dev-shm-usage",  # containers often have a small /dev/shm
+    "--disable-breakpad",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
@@ -117,11 +120,15 @@ class Browser:
                     return reply.get("result", {})
                 if "method" in reply:
                     self.events.append(reply)
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.inp], [], [], left)[0]:
                 raise TimeoutError(f"{method}: no reply from chromium in {self.timeout}s")
             chunk = self.inp.read(1 << 16)
             if not chunk:
-                raise RuntimeError(f"chromium exited (status {self.proc.poll()})")
+                self.stderr.flush()
+                with open(self.stderr.name, "rb") as fh:
+                    tail = fh.read().decode(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"chromium exited (status {self.proc.poll()}): {tail}")
             self.buf += chunk
 
     def wait_event(self, method: str) -> dict[str, Any]:

@@ -447,3 +447,16 @@ def test_csv_carries_comparisons_and_the_level(tmp_path):
     assert c["80% CI"] == f"[{cj['ci_low']:.4f}, {cj['ci_high']:.4f}]"
     ranks = [(r["model"], r["rank"], r["rank_low"], r["rank_high"]) for r in rows if r["type"] == "leaderboard"]
     assert ranks == [("A", "1", "1", "1"), ("B", "2", "2", "2")]
+
+
+def test_output_onto_an_input_is_refused(tmp_path):
+    f = tmp_path / "m.scored.jsonl"
+    write(f, [scored("m", t, "pass") for t in range(3)])
+    before = f.read_bytes()
+    for fmt in ("jsonl", "html", "csv"):
+        out = run_cmd(["eval-aggregate", str(tmp_path), "--format", fmt, "-o", str(f)])
+        assert out.returncode == 2
+        assert out.stderr.decode() == (
+            f"eval-aggregate: error: -o {f} is also an input ({f}); write the output to another file\n"
+        )
+        assert f.read_bytes() == before
