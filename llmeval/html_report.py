@@ -78,6 +78,7 @@ class SampleKeeper:
             self.add(rec)
 
     def add(self, rec: Record) -> None:
+        """Keep ``rec`` if it is among the lowest ``per_task`` samples of its group and task."""
         if self.per_task < 1:
             return
         key = tuple(str(rec.get(f)) for f in self.by)
@@ -293,6 +294,7 @@ def _metric_order(metric: str) -> tuple[int, int, str]:
 
 
 def results_section(summary: list[Record], by: list[str], level: float) -> str:
+    """Per category, per dataset: a table of every model's metrics with intervals, and a chart."""
     metrics = [r for r in summary if r["type"] == TYPE_METRIC]
     cats: dict[str, dict[str, list[Record]]] = {}
     for r in metrics:
@@ -348,6 +350,7 @@ def results_section(summary: list[Record], by: list[str], level: float) -> str:
 
 
 def leaderboard_section(board: list[Record], level: float) -> str:
+    """One table and one rank-interval chart per leaderboard scope."""
     if not board:
         return ""
     out = [
@@ -401,6 +404,7 @@ def leaderboard_section(board: list[Record], level: float) -> str:
 
 
 def comparisons_section(comps: list[Record], level: float) -> str:
+    """The pairwise comparisons: a table and one plain sentence each."""
     from llmeval.report import COMPARISON_FIELDS, plain_statement
 
     if not comps:
@@ -454,6 +458,7 @@ def _cell_class(passes: int, n: int) -> str:
 
 
 def matrix_section(details: list[Record], by: list[str]) -> str:
+    """Per dataset, tasks x models (passes / samples per cell), and the drill-down panel."""
     sections: dict[str, dict[str, Record]] = {}
     for d in details:
         sections.setdefault(_section(d["fields"]), {})[_column(d["fields"])] = d
@@ -515,6 +520,7 @@ def matrix_section(details: list[Record], by: list[str]) -> str:
 
 
 def health_section(details: list[Record]) -> str:
+    """Extraction health: no-answer, error, timeout and truncation counts per group."""
     header = [
         "model", "dataset", "samples", "pass", "fail", "no_answer", "no_answer rate", "error",
         "timeout", "truncated (length)", "duplicates skipped",
@@ -555,6 +561,7 @@ def health_section(details: list[Record]) -> str:
 
 
 def provenance_section(details: list[Record], runs: dict[str, Record]) -> str:
+    """What each number was computed from, and every run behind it (from its run record)."""
     header = ["model", "dataset", "presets", "generation runs", "scoring runs", "dataset hashes",
               "llmeval"]  # fmt: skip
     trs = []

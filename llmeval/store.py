@@ -236,6 +236,7 @@ class Store:
             self.flush()
 
     def flush(self) -> None:
+        """Write the queued rows (INSERT OR IGNORE: rows whose key is there stay as they are)."""
         ex = self.db.executemany
         if self._samples:
             ex(f"INSERT OR IGNORE INTO samples VALUES ({','.join('?' * 25)})", self._samples)
@@ -248,6 +249,7 @@ class Store:
     # -- runs and summaries
 
     def add_runs(self, runs: Iterable[Record]) -> None:
+        """The run records behind this load (``runs`` table)."""
         rows = []
         for r in runs:
             slurm = _obj(r.get("slurm"))
@@ -322,6 +324,7 @@ class Store:
     # -- the end of a load
 
     def counts(self) -> dict[str, int]:
+        """Rows per table."""
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
 
     def commit(self) -> dict[str, int]:
