@@ -2,8 +2,10 @@
 
 A dataset is a spec file (:mod:`llmeval.specs`, docs/datasets.md). The
 built-in ones are ``llmeval/specs/*.toml``; a user's are found, before them,
-in ``--spec FILE|DIR`` and in every local data directory below (``D/*.toml``
-and ``D/specs/*.toml``); a user's spec with a built-in name replaces it.
+in ``--spec FILE|DIR`` and in every local data directory below
+(``D/specs/*.toml``, and the ``D/*.toml`` that declare a dataset: a
+``[source]``, ``[prompt]``, ``scorer`` or ``inherits``); a user's spec with a
+built-in name replaces it.
 
 Where a dataset's files are looked for, in order:
 
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from llmeval import paths
 from llmeval.errors import DataError
-from llmeval.specs import DatasetSpec, build_registry
+from llmeval.specs import DatasetSpec, build_registry, declares_dataset
 
 #: The built-in specs, shipped with the package.
 BUILTIN_SPECS = Path(__file__).resolve().parent / "specs"
@@ -87,9 +89,10 @@ def user_spec_files(
         else:
             raise DataError(s, "no such spec file or directory")
     for _, d in search_dirs(data_dirs):
-        for sub in (d, d / "specs"):
-            if sub.is_dir():
-                out += sorted(sub.glob("*.toml"))
+        if d.is_dir():  # other TOML files of a data directory (a campaign, a pyproject) are not specs
+            out += [p for p in sorted(d.glob("*.toml")) if declares_dataset(p)]
+        if (d / "specs").is_dir():
+            out += sorted((d / "specs").glob("*.toml"))
     seen: set[Path] = set()
     unique = []
     for p in out:

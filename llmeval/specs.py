@@ -319,6 +319,18 @@ def read_spec(path: Path) -> RawSpec:
     return RawSpec(path, name.lower(), out)
 
 
+def declares_dataset(path: Path) -> bool:
+    """Whether a TOML file found among data files is a spec: it has a ``[source]``, a
+    ``[prompt]``, a ``scorer`` or an ``inherits`` (or does not parse: its reader says why)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return True
+    except OSError:
+        return False
+    return any(k in data for k in ("source", "prompt", "scorer", "inherits"))
+
+
 def _check_sub(path: Path, section: str, key: str, value: Any) -> Any:
     spec = SCHEMA[section].get(key)
     if spec is None:

@@ -7,6 +7,7 @@ from conftest import FIXTURES
 
 from llmeval import datasets, paths
 from llmeval.errors import DataError
+from llmeval.specs import SpecError
 from llmeval.vocab import SCORERS
 
 
@@ -168,5 +169,12 @@ def test_user_specs_from_data_dirs_and_spec_paths(tmp_path):
     assert datasets.registry(None, [str(other)]).get("caps") is not None
     assert datasets.registry(None, [str(other / "caps.toml")]).get("caps") is not None
     assert datasets.registry().get("medqa_4options").name == "medqa"  # an alias
+    # other TOML files of a data directory are not read as specs; a dataset's is, even broken
+    (other / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    (other / "campaign.toml").write_text('datasets = ["gsm8k"]\n[[models]]\nmodel = "m"\n')
+    assert datasets.registry([str(other)]).get("caps") is not None
+    (other / "broken.toml").write_text('scorer = "exact_match"\n[prompt]\ntemplate = 3\n')
+    with pytest.raises(SpecError, match=r"broken.toml: key prompt.template: expected str, got int 3"):
+        datasets.registry([str(other)])
     with pytest.raises(DataError, match="nope: no such spec file or directory"):
         datasets.registry(None, ["nope"])
