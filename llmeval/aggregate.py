@@ -80,6 +80,8 @@ class Group:
     def category(self) -> str | None:
         """The group's category (several, joined by "+", when its records disagree)."""
         return "+".join(sorted(self.categories)) or None
+    # score.extractions: per metric name (the reference harness's), per task [n, *status counts]
+    extractions: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 STATUS_INDEX = {s: 2 + i for i, s in enumerate(STATUSES)}
@@ -161,6 +163,21 @@ def accumulate(
         finish = rec.get("finish_reason")
         if isinstance(finish, str):
             group.finish[finish] = group.finish.get(finish, 0) + 1
+        extractions = score.get("extractions")
+        if isinstance(extractions, dict):
+            for name, result in extractions.items():
+                status = result.get("status") if isinstance(result, dict) else None
+                if status not in STATUS_INDEX:
+                    raise DataError(
+                        where, f'field "score.extractions.{name}.status" must be one of '
+                        f"{', '.join(STATUSES)}"
+                    )
+                per = group.extractions.setdefault(str(name), {})
+                c = per.get(task)
+                if c is None:
+                    c = per[task] = [0] * (2 + len(STATUSES))
+                c[0] += 1
+                c[STATUS_INDEX[status]] += 1
     return groups
 
 
@@ -189,6 +206,12 @@ def per_task(group: Group, metric: str) -> tuple[list[str], list[float]]:
     return ids, values
 
 
+def per_task_extraction(group: Group, name: str) -> tuple[list[str], list[float]]:
+    """Accuracy per task under the reference harness's extraction ``name`` (its pass share)."""
+    per = sorted(group.extractions.get(name, {}).items())  # task-id order, as per_task
+    return [t for t, _ in per], [c[STATUS_INDEX[PASS]] / c[0] for _, c in per]
+
+
 def metrics_for(group: Group, ks: Iterable[int]) -> list[str]:
     """pass@k for every k all tasks have samples for (code), else accuracy; then rates, tokens."""
     min_n = min(c[0] for c in group.tasks.values())
@@ -196,7 +219,9 @@ def metrics_for(group: Group, ks: Iterable[int]) -> list[str]:
         primary = [f"pass@{k}" for k in sorted(set(ks)) if k <= min_n]
     else:
         primary = ["accuracy"]
-    return [*primary, *RATE_METRICS, "mean_completion_tokens"]
+    # accuracy under each extraction the reference harness defines, named after it
+    # (lm-eval's gsm8k: strict-match, flexible-extract), right after llmeval's own
+    return [*primary, *sorted(group.extractions), *RATE_METRICS, "mean_completion_tokens"]
 
 
 def primary_metric(group: Group) -> str:
@@ -206,6 +231,11 @@ def primary_metric(group: Group) -> str:
 def _category(group: Group, by: list[str]) -> dict[str, str]:
     """The group's category as a field, unless it is a group field already or unknown."""
     return {} if "category" in by or group.category is None else {"category": group.category}
+
+
+def extraction_counts(group: Group, name: str) -> dict[str, int]:
+    per = group.extractions.get(name, {}).values()
+    return {s: sum(c[STATUS_INDEX[s]] for c in per) for s in STATUSES}
 
 
 def summarize(
@@ -227,7 +257,13 @@ def summarize(
         for metric in metrics_for(group, ks):
             if metrics and metric not in metrics:
                 continue
-            _, values = per_task(group, metric)
+            if metric in group.extractions:
+                _, values = per_task_extraction(group, metric)
+                counts_here = extraction_counts(group, metric)
+                n_here = sum(counts_here.values())
+            else:
+                _, values = per_task(group, metric)
+                counts_here, n_here = counts, n_samples
             if not values:
                 continue
             lo, hi = bootstrap_ci(values, resamples, level, seed)
@@ -242,8 +278,8 @@ def summarize(
                     "ci_high": hi,
                     "ci_level": level,
                     "n_tasks": len(values),
-                    "n_samples": n_samples,
-                    "counts": counts,
+                    "n_samples": n_here,
+                    "counts": counts_here,
                     "bootstrap": resamples,
                     "seed": seed,
                     "run_ids": sorted(group.run_ids),

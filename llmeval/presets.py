@@ -14,6 +14,7 @@ Search order for a preset NAME: a path ending in ``.toml``; ``$LLMEVAL_PRESETS``
 
 from __future__ import annotations
 
+import builtins
 import copy
 import os
 import sys
@@ -42,6 +43,7 @@ class Key:
     low_open: bool = False
     choices: tuple[str, ...] = ()
     help: str = ""
+    items: builtins.type | None = None  # for a list: the type of its elements
 
 
 _INT = Key(int, 1)
@@ -108,23 +110,42 @@ def find_preset(name: str) -> Path:
     )
 
 
-def _check(path: Path, section: str | None, key: str, value: Any, spec: Key) -> Any:
+def check_key(
+    path: Path,
+    section: str | None,
+    key: str,
+    value: Any,
+    spec: Key,
+    error: type[StageError] = PresetError,
+) -> Any:
+    """``value`` checked against ``spec``; ``error`` names ``path`` and the dotted key.
+
+    Dataset specs (:mod:`llmeval.specs`) check their keys with it too, so both
+    kinds of file report a bad key the same way.
+    """
     where = f"{path}: key {section + '.' if section else ''}{key}"
     types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
     if float in types and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         want = "/".join(t.__name__ for t in types)
-        raise PresetError(f"{where}: expected {want}, got {type(value).__name__} {value!r}")
+        raise error(f"{where}: expected {want}, got {type(value).__name__} {value!r}")
+    if spec.items is not None and isinstance(value, list):
+        for item in value:
+            if not isinstance(item, spec.items) or isinstance(item, bool) != (spec.items is bool):
+                raise error(
+                    f"{where}: expected a list of {spec.items.__name__}, "
+                    f"got {type(item).__name__} {item!r} in it"
+                )
     if spec.choices and value not in spec.choices:
-        raise PresetError(f"{where}: {value!r} is not one of {', '.join(spec.choices)}")
+        raise error(f"{where}: {value!r} is not one of {', '.join(spec.choices)}")
     if not isinstance(value, (int, float)):
         return value
     if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
         op = ">" if spec.low_open else ">="
-        raise PresetError(f"{where}: {value!r} out of range (must be {op} {spec.low:g})")
+        raise error(f"{where}: {value!r} out of range (must be {op} {spec.low:g})")
     if spec.high is not None and value > spec.high:
-        raise PresetError(f"{where}: {value!r} out of range (must be <= {spec.high:g})")
+        raise error(f"{where}: {value!r} out of range (must be <= {spec.high:g})")
     return value
 
 
@@ -133,7 +154,7 @@ def validate(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in TOP_LEVEL:
-            out[key] = _check(path, None, key, value, TOP_LEVEL[key])
+            out[key] = check_key(path, None, key, value, TOP_LEVEL[key])
         elif key in SCHEMA:
             if not isinstance(value, dict):
                 raise PresetError(f"{path}: key {key}: expected a table [{key}]")
@@ -145,7 +166,7 @@ def validate(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                     raise PresetError(
                         f"{path}: unknown key {key}.{sub} (known in [{key}]: {known})"
                     )
-                table[sub] = _check(path, key, sub, subvalue, spec)
+                table[sub] = check_key(path, key, sub, subvalue, spec)
             out[key] = table
         else:
             known = ", ".join(sorted([*TOP_LEVEL, *SCHEMA]))
@@ -202,7 +223,7 @@ def apply_overrides(preset: dict[str, Any], section: str, **values: Any) -> dict
         if value is not None:
             if key not in SCHEMA[section]:
                 raise PresetError(f"command line: unknown key {section}.{key}")
-            out[section][key] = _check(
+            out[section][key] = check_key(
                 Path("command line"), section, key, value, SCHEMA[section][key]
             )
     return out

@@ -327,6 +327,10 @@ ANSWER = FieldType(
     lambda v: isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool)),
 )
 LIST = FieldType("a list", lambda v: isinstance(v, list))
+STRING_MAP = FieldType(
+    "an object of strings",
+    lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+)
 
 # Field types by (dotted) name, as docs/records.md gives them. A stage names the
 # fields it needs; check_fields() enforces these types with one message shape.
@@ -348,6 +352,11 @@ FIELD_TYPES: dict[str, FieldType] = {
     "reference.answer": ANSWER,
     "reference.choices": _nullable(STRINGS),
     "reference.label": STRING,
+    "reference.continuations": STRINGS,
+    "reference.loglikelihood": BOOLEAN,
+    "reference.extractions": STRING_MAP,
+    "num_fewshot": INDEX,
+    "fewshot_ids": STRINGS,
     "model": STRING,
     "sample": INDEX,
     "completion": _nullable(STRING),
@@ -357,6 +366,7 @@ FIELD_TYPES: dict[str, FieldType] = {
     "usage.completion_tokens": _nullable(INDEX),
     "score": OBJECT,
     "score.status": _one_of(STATUSES),
+    "score.extractions": _nullable(OBJECT),
 }
 
 

@@ -2,9 +2,12 @@
 
     eval-resolve humaneval gsm8k --limit 20 | eval-generate --model gemma3-270m
 
-Records follow docs/records.md ("eval-resolve"). Datasets come from the
-registry in :mod:`llmeval.datasets`, searched along its documented order, or
-from a plain JSONL/JSON/CSV/Parquet file with a field mapping.
+Records follow docs/records.md ("eval-resolve"). Datasets are specs
+(:mod:`llmeval.datasets`, docs/datasets.md) whose files are searched along a
+documented order; a plain JSONL/JSON/CSV/Parquet file is read with a field
+mapping, or as a known dataset with ``--dataset NAME``. Prompts are zero-shot,
+or ``--num-fewshot K`` with examples from the dataset's few-shot split
+(:mod:`llmeval.prompts`); ``--system`` puts a system prompt first.
 """
 
 from __future__ import annotations
@@ -20,15 +23,27 @@ from typing import Any
 from llmeval import cli
 from llmeval.datasets import (
     CATEGORIES,
-    REGISTRY,
-    DatasetSpec,
+    Registry,
+    Resolution,
     download_from_hub,
     locate,
+    locate_fewshot,
+    registry,
     unknown_dataset_message,
 )
 from llmeval.errors import DataError, StageError, UsageError
-from llmeval.loaders import LETTERS, Task, choice_label, json_items, mc_prompt, sha256_file
+from llmeval.loaders import (
+    Doc,
+    choice_label,
+    code_reference,
+    json_items,
+    load,
+    mc_reference,
+    sha256_file,
+)
+from llmeval.prompts import build_prompt, choose_examples, fewshot_id, fewshot_pools, messages
 from llmeval.records import Record
+from llmeval.specs import LETTERS, DatasetSpec, compile_template
 from llmeval.vocab import CODE_EXEC, EXACT_MATCH, MULTIPLE_CHOICE, SCORERS
 
 PROG = "eval-resolve"
@@ -39,6 +54,9 @@ examples:
   eval-resolve humaneval | wc -l                      # 164 prompt records
   eval-resolve --category coding --limit 10           # every coding dataset found here
   eval-resolve humaneval --shard 0/4                  # a quarter, stable across runs
+  eval-resolve mmlu --num-fewshot 5                   # lm-eval's 5-shot MMLU prompts
+  eval-resolve --category biomedical --system "You are a careful physician." --chat
+  eval-resolve US/test.jsonl --dataset medqa_5options # a file, read as a known dataset
   eval-resolve my.jsonl --prompt-field question --answer-field answer --scorer exact_match
   eval-resolve --list                                 # known datasets and where they resolve
   eval-resolve humaneval --limit 4 | eval-generate --model gemma3-270m | eval-score | eval-aggregate
@@ -77,49 +95,61 @@ def dataset_hash(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def custom_tasks(path: Path, fields: FieldMap) -> Iterator[Task]:
-    """Tasks from a plain file, read through the field mapping."""
-    for i, row in json_items(path):
-        where = f"{path}:{i + 1}"
-        if fields.prompt not in row:
+def mc_prompt(question: str, choices: list[str]) -> str:
+    return "\n".join(
+        [question.strip(), *(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)), "Answer:"]
+    )
+
+
+def custom_docs(path: Path, fields: FieldMap) -> Iterator[Doc]:
+    """Docs from a plain file, read through the field mapping (the prompt is the field as is)."""
+    for row in json_items(path):
+        where, r = row.where, row.data
+        if fields.prompt not in r:
             raise DataError(where, f'no field "{fields.prompt}" (set --prompt-field)')
-        task_id = row.get(fields.id) if fields.id else row.get("id", row.get("task_id", i))
+        task_id = r.get(fields.id) if fields.id else r.get("id", r.get("task_id", row.position))
         if task_id is None:
             raise DataError(where, f'no field "{fields.id}" (set --id-field)')
-        prompt = str(row[fields.prompt])
+        prompt = str(r[fields.prompt])
         reference: dict[str, Any]
         if fields.scorer == CODE_EXEC:
             for f in (fields.test, fields.entry_point):
-                if f not in row:
+                if f not in r:
                     raise DataError(
                         where, f'no field "{f}" (code_exec needs a test and an entry point)'
                     )
-            test = str(row[fields.test])
-            reference = {
-                "style": "humaneval" if "def check(" in test else "asserts",
-                "prompt_is_code": True,
-                "entry_point": str(row[fields.entry_point]),
-                "test": test,
-                "setup": "",
-                "canonical_solution": row.get("canonical_solution"),
-            }
+            reference = code_reference(r, str(r[fields.test]), str(r[fields.entry_point]), True)
         else:
-            if fields.answer not in row:
+            if fields.answer not in r:
                 raise DataError(where, f'no field "{fields.answer}" (set --answer-field)')
-            answer = row[fields.answer]
+            answer = r[fields.answer]
             if fields.scorer == MULTIPLE_CHOICE:
-                choices = row.get(fields.choices)
+                choices = r.get(fields.choices)
                 if choices is not None:
                     if not isinstance(choices, list):
                         raise DataError(where, f'field "{fields.choices}" must be a list')
-                    prompt = mc_prompt(prompt, [str(c) for c in choices])
+                    choices = [str(c) for c in choices]
+                    prompt = mc_prompt(prompt, choices)
                     label = choice_label(answer, len(choices), where)
                 else:
                     label = choice_label(answer, len(LETTERS), where)
-                reference = {"choices": choices, "label": label}
+                reference = mc_reference(choices, label)
             else:
                 reference = {"answer": str(answer).strip()}
-        yield str(task_id), prompt, reference
+        yield Doc(str(task_id), {"prompt": prompt}, reference, None, where)
+
+
+def custom_spec(path: Path, fields: FieldMap) -> DatasetSpec:
+    """The spec of a custom file: its prompt field is the prompt, no few-shot split."""
+    return DatasetSpec(
+        name=fields.name or path.name.split(".")[0],
+        category=fields.category,
+        scorer=fields.scorer,
+        description=f"custom file {path}",
+        format="custom",
+        files=(),
+        template=compile_template("{prompt}", "custom file"),
+    )
 
 
 def _is_path(arg: str) -> bool:
@@ -128,9 +158,13 @@ def _is_path(arg: str) -> bool:
 
 
 def plan(
-    names: list[str], categories: list[str], data_dirs: list[str] | None
+    names: list[str],
+    categories: list[str],
+    data_dirs: list[str] | None,
+    reg: Registry | None = None,
 ) -> list[tuple[str, Any]]:
     """What to resolve: ("spec", DatasetSpec) or ("file", Path) entries, in order, deduplicated."""
+    reg = reg or registry(data_dirs)
     items: list[tuple[str, Any]] = []
     seen: set[str] = set()
     for name in names:
@@ -140,16 +174,17 @@ def plan(
                 raise DataError(name, "no such file")
             items.append(("file", path))
             continue
-        spec = REGISTRY.get(name.lower())
+        spec = reg.get(name)
         if spec is None:
-            raise StageError(unknown_dataset_message(name, data_dirs))
+            raise StageError(unknown_dataset_message(name, data_dirs, reg))
         if spec.name not in seen:
             seen.add(spec.name)
             items.append(("spec", spec))
+    known = reg.categories()
     for cat in categories:
-        if cat not in CATEGORIES:
-            raise StageError(f"unknown category {cat!r}; known: {', '.join(CATEGORIES)}")
-        for spec in REGISTRY.values():
+        if cat not in known:
+            raise StageError(f"unknown category {cat!r}; known: {', '.join(known)}")
+        for spec in reg.specs.values():
             if spec.category == cat and spec.name not in seen:
                 seen.add(spec.name)
                 items.append(("category", spec))
@@ -166,6 +201,10 @@ def resolve(
     chat: bool = False,
     fields: FieldMap | None = None,
     warn: Any = None,
+    num_fewshot: int = 0,
+    system: str | None = None,
+    dataset: str | None = None,
+    spec_paths: list[str] | None = None,
 ) -> Iterator[Record]:
     """Yield prompt records for datasets ``names`` and ``categories`` (docs/records.md).
 
@@ -173,20 +212,29 @@ def resolve(
     keeps the tasks whose id hashes to shard i, so n shards cover the
     (limited) set exactly once. Datasets pulled in by a category that are not
     available here are skipped with a ``warn`` call; named ones are errors.
+    ``num_fewshot`` examples come from each dataset's few-shot split;
+    ``system`` goes first (the system message with ``chat``). Files are read
+    with ``fields``, or as the registered dataset ``dataset``; ``spec_paths``
+    add spec files to the registry.
     """
     fields = fields or FieldMap()
-    for kind, item in plan(names, categories or [], data_dirs):
+    reg = registry(data_dirs, spec_paths)
+    as_spec = None
+    if dataset is not None:
+        as_spec = reg.get(dataset)
+        if as_spec is None:
+            raise StageError(unknown_dataset_message(dataset, data_dirs, reg))
+    for kind, item in plan(names, categories or [], data_dirs, reg):
+        docs = None
         if kind == "file":
             path: Path = item
-            name = fields.name or path.name.split(".")[0]
-            spec = DatasetSpec(
-                name=name,
-                category=fields.category,
-                scorer=fields.scorer,
-                description=f"custom file {path}",
-                files=(),
-                load=lambda p: custom_tasks(p, fields),
-            )
+            if as_spec is not None:
+                spec = as_spec
+                found = Resolution(spec, path, "file", [])
+            else:
+                spec = custom_spec(path, fields)
+                found = Resolution(spec, path, "file", [])
+                docs = custom_docs(path, fields)
         else:
             spec = item
             found = locate(spec, data_dirs)
@@ -199,40 +247,73 @@ def resolve(
                         warn(f"skipping {msg}")
                     continue
                 raise DataError(spec.name, msg)
-            path = found.path
-        yield from _records(spec, path, limit, shard, chat)
+        yield from _records(spec, found, docs, data_dirs, limit, shard, chat, num_fewshot, system)
 
 
 def _records(
-    spec: DatasetSpec, path: Path, limit: int | None, shard: tuple[int, int] | None, chat: bool
+    spec: DatasetSpec,
+    found: Resolution,
+    docs: Iterator[Doc] | None,
+    data_dirs: list[str] | None,
+    limit: int | None,
+    shard: tuple[int, int] | None,
+    chat: bool,
+    num_fewshot: int,
+    system: str | None,
 ) -> Iterator[Record]:
+    assert found.path is not None
+    path = found.path
+    pools = None
+    if num_fewshot > 0:
+        if spec.format == "custom":
+            raise DataError(
+                str(path),
+                "a custom file has no few-shot split: read it as a dataset with --dataset NAME",
+            )
+        fs = locate_fewshot(spec, found, data_dirs)
+        assert fs.path is not None
+        pools = fewshot_pools(load(spec, fs.path, spec.fewshot_split, hub=fs.hub))
+    if system and not chat and spec.scorer == CODE_EXEC:
+        raise StageError(
+            f"--system without --chat would put the system prompt into {spec.name}'s programs "
+            "(the prompt is code): add --chat"
+        )
     digest = dataset_hash(path)
     source = str(path)
-    for count, (task_id, prompt, reference) in enumerate(spec.load(path)):
+    if docs is None:
+        docs = load(spec, path, hub=found.hub)
+    for count, doc in enumerate(docs):
         if limit is not None and count >= limit:
             break
-        rid = f"{spec.name}/{task_id}"
+        rid = f"{spec.name}/{doc.task_id}"
         if shard is not None and shard_of(rid, shard[1]) != shard[0]:
             continue
-        messages = [{"role": "user", "content": spec.chat_instruction + prompt}] if chat else None
-        yield {
+        examples = choose_examples(spec, doc, pools, num_fewshot) if pools is not None else []
+        prompt = build_prompt(spec, doc, examples, None if chat else system)
+        rec: Record = {
             "id": rid,
             "dataset": spec.name,
-            "task_id": task_id,
+            "task_id": doc.task_id,
             "category": spec.category,
             "prompt": prompt,
-            "messages": messages,
+            "messages": messages(spec, prompt, system) if chat else None,
             "stop": [] if chat else list(spec.stop),
             "scorer": spec.scorer,
-            "reference": reference,
+            "reference": doc.reference,
             "dataset_hash": digest,
             "source": source,
         }
+        if num_fewshot > 0:
+            rec["num_fewshot"] = num_fewshot
+            rec["fewshot_ids"] = [fewshot_id(spec, ex) for ex in examples]
+        yield rec
 
 
-def list_datasets(data_dirs: list[str] | None) -> Iterator[Record]:
-    """One record per registered dataset: where it resolves here, or why it does not."""
-    for spec in REGISTRY.values():
+def list_datasets(
+    data_dirs: list[str] | None, spec_paths: list[str] | None = None
+) -> Iterator[Record]:
+    """One record per known dataset: where it resolves here, or why it does not."""
+    for spec in registry(data_dirs, spec_paths).specs.values():
         found = locate(spec, data_dirs, allow_hub=False)
         yield {
             "name": spec.name,
@@ -244,6 +325,11 @@ def list_datasets(data_dirs: list[str] | None) -> Iterator[Record]:
             "source": found.source or None,
             "problem": None if found.path else found.problem,
             "searched": found.searched,
+            "spec": str(spec.path) if spec.path else None,
+            "aliases": list(spec.aliases),
+            "output_type": spec.output_type,
+            "fewshot_split": spec.fewshot_split,
+            "reference_harness": dict(spec.reference_harness) or None,
         }
 
 
@@ -270,7 +356,10 @@ class Resolve(cli.Command):
 
     def add_arguments(self, p: cli.Parser) -> None:
         p.add_argument(
-            "datasets", nargs="*", metavar="NAME|PATH", help="registered dataset names or data files"
+            "datasets",
+            nargs="*",
+            metavar="NAME|PATH",
+            help="registered dataset names or data files",
         )
         p.add_argument(
             "--category",
@@ -280,7 +369,10 @@ class Resolve(cli.Command):
             help=f"add every dataset of category C ({', '.join(CATEGORIES)}); repeatable",
         )
         p.add_argument(
-            "--shard", type=parse_shard, metavar="I/N", help="keep shard I of N (stable hash of the id)"
+            "--shard",
+            type=parse_shard,
+            metavar="I/N",
+            help="keep shard I of N (stable hash of the id)",
         )
         p.add_argument(
             "--list", action="store_true", help="list known datasets and where they resolve"
@@ -293,9 +385,35 @@ class Resolve(cli.Command):
             help="search DIR first; repeatable",
         )
         p.add_argument(
-            "--chat", action="store_true", help="emit chat messages (template applied at generation)"
+            "--chat",
+            action="store_true",
+            help="emit chat messages (template applied at generation)",
+        )
+        p.add_argument(
+            "--num-fewshot",
+            type=cli.nonneg_int,
+            default=0,
+            metavar="K",
+            help="K examples from the dataset's few-shot split before each question (default 0)",
+        )
+        p.add_argument(
+            "--system",
+            metavar="TEXT",
+            help="a system prompt: the system message with --chat, else the start of the prompt",
+        )
+        p.add_argument(
+            "--spec",
+            action="append",
+            default=[],
+            metavar="FILE|DIR",
+            help="dataset spec files (TOML) to add to the known datasets; repeatable",
         )
         g = p.add_argument_group("custom files")
+        g.add_argument(
+            "--dataset",
+            metavar="NAME",
+            help="read the FILE arguments as the known dataset NAME (its format, prompt, scorer)",
+        )
         g.add_argument(
             "--prompt-field",
             default="prompt",
@@ -332,7 +450,7 @@ class Resolve(cli.Command):
     def run(self) -> int:
         args = self.args
         if args.list:
-            rows = list(list_datasets(args.data_dir))
+            rows = list(list_datasets(args.data_dir, args.spec))
             if sys.stdout.isatty() and args.output is None:
                 _print_table(rows)
             else:
@@ -341,6 +459,8 @@ class Resolve(cli.Command):
             return 0
         if not args.datasets and not args.category:
             raise UsageError("name a dataset, a file or --category (see --list)")
+        if args.dataset and not any(_is_path(d) for d in args.datasets):
+            raise UsageError("--dataset NAME reads FILE arguments as NAME: give a file")
         fields = FieldMap(
             prompt=args.prompt_field,
             answer=args.answer_field,
@@ -360,6 +480,10 @@ class Resolve(cli.Command):
             chat=args.chat,
             fields=fields,
             warn=lambda m: self.log(f"warning: {m}"),
+            num_fewshot=args.num_fewshot,
+            system=args.system,
+            dataset=args.dataset,
+            spec_paths=args.spec,
         ):
             if rec["id"] in done:
                 skipped += 1
@@ -377,10 +501,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_table(rows: list[Record]) -> None:
-    print(f"{'NAME':<11} {'CATEGORY':<11} {'SCORER':<16} WHERE")
+    width = max([4, *(len(r["name"]) for r in rows)])
+    print(f"{'NAME':<{width}} {'CATEGORY':<11} {'SCORER':<16} WHERE")
     for r in rows:
         where = f"{r['path']} ({r['source']})" if r["resolves"] else f"not found: {r['problem']}"
-        print(f"{r['name']:<11} {r['category']:<11} {r['scorer']:<16} {where}")
+        print(f"{r['name']:<{width}} {r['category']:<11} {r['scorer']:<16} {where}")
 
 
 if __name__ == "__main__":

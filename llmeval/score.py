@@ -18,8 +18,18 @@ from typing import Any
 
 from llmeval import cli
 from llmeval.errors import DataError
-from llmeval.extract import extract_choice, extract_number, normalize_number, sanitize_code
+from llmeval.extract import (
+    REFERENCE_EXTRACTIONS,
+    extract_choice,
+    extract_choice_text,
+    extract_number,
+    final_answer_text,
+    normalize_number,
+    normalize_text,
+    sanitize_code,
+)
 from llmeval.records import Record, check_fields
+from llmeval.specs import LETTERS
 from llmeval.vocab import (
     CODE_EXEC,
     ERROR,
@@ -83,35 +93,75 @@ def score_answer(rec: Record) -> dict[str, Any]:
     """exact_match and multiple_choice, in-process."""
     ref, completion, scorer = rec["reference"], rec["completion"], rec["scorer"]
     if scorer == EXACT_MATCH:
-        expected = normalize_number(str(ref.get("answer", "")))
+        return score_exact(ref, completion)
+    return score_choice(ref, completion)
+
+
+def score_exact(ref: dict[str, Any], completion: str) -> dict[str, Any]:
+    """A final number compared as a number; a gold answer that is not a number compared as
+    normalised text (``#### Paris``, or the last line). Both sides go through the same
+    extraction, so a reference answer passes as its own completion."""
+    gold = str(ref.get("answer", ""))
+    gold_text = final_answer_text(gold)
+    expected = normalize_number(gold) or (
+        normalize_number(gold_text) if gold_text is not None else None
+    )
+    if expected is not None:
         extracted = extract_number(completion)
-        if extracted is None:
-            return {
-                "status": NO_ANSWER,
-                "extracted": None,
-                "expected": expected,
-                "detail": "no number found",
-            }
-        ok = expected is not None and extracted == expected
-        if expected is None:  # a non-numeric gold answer: compare text, case and space folded
-            expected = str(ref.get("answer", "")).strip()
-            ok = " ".join(completion.split()).lower().endswith(" ".join(expected.split()).lower())
-        return {
-            "status": PASS if ok else FAIL,
-            "extracted": extracted,
-            "expected": expected,
-            "detail": None,
-        }
-    choices = ref.get("choices")
-    extracted = extract_choice(completion, len(choices) if isinstance(choices, list) else 4)
-    expected = ref.get("label")
+        found_nothing = "no number found"
+    else:
+        expected = normalize_text(gold_text if gold_text is not None else gold)
+        said = final_answer_text(completion)
+        extracted = normalize_text(said) if said is not None else None
+        found_nothing = "no answer found"
+    out: dict[str, Any] = {
+        "status": PASS if extracted == expected else FAIL,
+        "extracted": extracted,
+        "expected": expected,
+        "detail": None,
+    }
     if extracted is None:
-        return {
-            "status": NO_ANSWER,
-            "extracted": None,
-            "expected": expected,
-            "detail": "no choice letter found",
-        }
+        out.update(status=NO_ANSWER, detail=found_nothing)
+    extractions = ref.get("extractions")
+    if extractions:
+        out["extractions"] = reference_extractions(extractions, ref, completion)
+    return out
+
+
+def reference_extractions(
+    named: dict[str, str], ref: dict[str, Any], completion: str
+) -> dict[str, dict[str, Any]]:
+    """Each extraction the dataset's reference harness defines (``reference.extractions``:
+    metric name -> extraction), scored its own way: extracted and normalised as that
+    harness does, against the gold solution normalised the same way."""
+    gold = str(ref.get("solution") or ref.get("answer", ""))
+    out = {}
+    for metric, what in named.items():
+        extract, normalize = REFERENCE_EXTRACTIONS[what]
+        found = extract(completion)
+        expected = normalize(gold)
+        extracted = normalize(found) if found is not None else None
+        status = NO_ANSWER if extracted is None else PASS if extracted == expected else FAIL
+        out[metric] = {"status": status, "extracted": extracted, "expected": expected}
+    return out
+
+
+def score_choice(ref: dict[str, Any], completion: str) -> dict[str, Any]:
+    """The letter a completion chooses; where the choices are answered by their text
+    (PubMedQA's yes/no/maybe: the continuations are the texts), the choice it names first."""
+    choices = ref.get("choices")
+    n = len(choices) if isinstance(choices, list) else 4
+    expected = ref.get("label")
+    texts = choice_texts(ref)
+    if texts is not None:
+        index = extract_choice_text(completion, texts)
+        extracted = LETTERS[index] if index is not None else None
+        missing = f"none of {', '.join(texts)} found"
+    else:
+        extracted = extract_choice(completion, n)
+        missing = "no choice letter found"
+    if extracted is None:
+        return {"status": NO_ANSWER, "extracted": None, "expected": expected, "detail": missing}
     return {
         "status": PASS if extracted == expected else FAIL,
         "extracted": extracted,
@@ -120,14 +170,26 @@ def score_answer(rec: Record) -> dict[str, Any]:
     }
 
 
+def choice_texts(ref: dict[str, Any]) -> list[str] | None:
+    """The answers as words, when the continuations are the choices' texts, not letters."""
+    conts = ref.get("continuations")
+    if not isinstance(conts, list):
+        return None
+    words = [str(c).strip() for c in conts]
+    return None if words == list(LETTERS[: len(words)]) else words
+
+
 # The reference fields each scorer needs (docs/records.md, "eval-resolve").
 REFERENCE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     CODE_EXEC: (
         ("reference.entry_point", "reference.test"),
         ("reference.style", "reference.setup", "reference.prompt_is_code"),
     ),
-    EXACT_MATCH: (("reference.answer",), ()),
-    MULTIPLE_CHOICE: (("reference.label",), ("reference.choices",)),
+    EXACT_MATCH: (("reference.answer",), ("reference.extractions",)),
+    MULTIPLE_CHOICE: (
+        ("reference.label",),
+        ("reference.choices", "reference.continuations", "reference.loglikelihood"),
+    ),
 }
 
 
@@ -147,6 +209,13 @@ def _check(where: str, rec: Record) -> None:
     )
     required, optional = REFERENCE_FIELDS[rec["scorer"]]
     check_fields(where, rec, required, optional)
+    for what in (rec["reference"].get("extractions") or {}).values():
+        if what not in REFERENCE_EXTRACTIONS:
+            raise DataError(
+                where,
+                f'field "reference.extractions": unknown extraction {what!r} '
+                f"(known: {', '.join(sorted(REFERENCE_EXTRACTIONS))})",
+            )
     if rec["completion"] is None and not rec.get("error"):
         raise DataError(where, 'field "completion" is null but the record has no "error"')
 
@@ -218,6 +287,7 @@ def score(
             "expected": result.get("expected"),
             "detail": result.get("detail"),
             "sanitized": result.get("sanitized"),
+            "extractions": result.get("extractions"),
             "time_s": round(result.get("time_s", time.monotonic() - started), 4),
             "run_id": run_id,
         }

@@ -460,3 +460,63 @@ def test_output_onto_an_input_is_refused(tmp_path):
             f"eval-aggregate: error: -o {f} is also an input ({f}); write the output to another file\n"
         )
         assert f.read_bytes() == before
+def with_extractions(model, task, status, strict, flexible):
+    return scored(
+        model,
+        task,
+        status,
+        dataset="gsm8k",
+        scorer="exact_match",
+        score={
+            "status": status,
+            "extractions": {
+                "strict-match": {"status": strict},
+                "flexible-extract": {"status": flexible},
+            },
+        },
+    )
+
+
+def test_accuracy_under_each_reference_extraction():
+    recs = [
+        with_extractions("m", 0, "pass", "pass", "pass"),
+        with_extractions("m", 1, "pass", "no_answer", "pass"),
+        with_extractions("m", 2, "fail", "fail", "pass"),
+        with_extractions("m", 3, "no_answer", "no_answer", "fail"),
+    ]
+    out = summarize(accumulate(numbered(recs), BY), BY)
+    got = {r["metric"]: r for r in out}
+    assert [r["metric"] for r in out][:3] == ["accuracy", "flexible-extract", "strict-match"]
+    assert got["accuracy"]["value"] == 0.5
+    assert got["strict-match"]["value"] == 0.25 and got["flexible-extract"]["value"] == 0.75
+    assert got["strict-match"]["counts"] == {
+        "pass": 1, "fail": 1, "timeout": 0, "error": 0, "no_answer": 2,
+    }
+    assert got["strict-match"]["n_tasks"] == 4 and got["strict-match"]["n_samples"] == 4
+    lo, hi = got["flexible-extract"]["ci_low"], got["flexible-extract"]["ci_high"]
+    assert 0.0 <= lo <= 0.75 <= hi <= 1.0
+    # humaneval-style records have none: no such metric
+    plain = summarize(accumulate(numbered([scored("m", 0, "pass")]), BY), BY)
+    assert not {"strict-match", "flexible-extract"} & {r["metric"] for r in plain}
+
+
+def test_extraction_metrics_from_the_command_line(tmp_path):
+    recs = [with_extractions("m", t, "pass", "fail" if t else "pass", "pass") for t in range(4)]
+    f = tmp_path / "s.scored.jsonl"
+    f.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    out = run_cmd(["eval-aggregate", str(f), "--metrics", "accuracy,strict-match,flexible-extract"])
+    assert out.returncode == 0, out.stderr
+    rows = [orjson.loads(x) for x in out.stdout.splitlines()]
+    assert [(r["metric"], r["value"]) for r in rows] == [
+        ("accuracy", 1.0),
+        ("flexible-extract", 1.0),
+        ("strict-match", 0.25),
+    ]
+    bad = dict(recs[0], score={"status": "pass", "extractions": {"strict-match": {"status": "ok"}}})
+    f.write_bytes(orjson.dumps(bad) + b"\n")
+    out = run_cmd(["eval-aggregate", str(f)])
+    assert out.returncode == 1
+    assert out.stderr.decode() == (
+        f'eval-aggregate: error: {f}:1: field "score.extractions.strict-match.status" must be '
+        "one of pass, fail, timeout, error, no_answer\n"
+    )

@@ -80,13 +80,25 @@ def test_category_mapping_and_unknown_keys(tmp_path):
     c = load_campaign("campaigns/h100-specialists.toml", str(tmp_path))
     pairs = {(m.label, d) for m in c.models for d in m.datasets}
     assert ("qwen2.5-coder-7b", "humaneval") in pairs and ("qwen2.5-coder-7b", "medqa") not in pairs
-    assert {d for m, d in pairs if m == "biomistral-7b"} == {"medqa"}
+    biomedical = {
+        "medqa",
+        "medqa_5options",
+        "medmcqa",
+        "pubmedqa",
+        "mmlu_anatomy",
+        "mmlu_clinical_knowledge",
+        "mmlu_college_biology",
+        "mmlu_college_medicine",
+        "mmlu_medical_genetics",
+        "mmlu_professional_medicine",
+    }
+    assert {d for m, d in pairs if m == "biomistral-7b"} == biomedical
     assert {d for m, d in pairs if m == "llama-3.1-70b"} == {
         "humaneval",
         "mbpp",
         "gsm8k",
         "mmlu",
-        "medqa",
+        *biomedical,
     }
     bad = tmp_path / "bad.toml"
     bad.write_text('datasets = ["humaneval"]\nmodles = 1\n[[models]]\nmodel = "x"\n')

@@ -1,6 +1,22 @@
+import random
+import re
+import time
+
 import pytest
 
-from llmeval.extract import extract_choice, extract_number, normalize_number, sanitize_code
+from llmeval.extract import (
+    REFERENCE_EXTRACTIONS,
+    extract_choice,
+    extract_choice_text,
+    extract_number,
+    final_answer_text,
+    lm_eval_gsm8k_flexible,
+    lm_eval_gsm8k_normalize,
+    lm_eval_gsm8k_strict,
+    normalize_number,
+    normalize_text,
+    sanitize_code,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,3 +72,134 @@ def test_sanitize_fenced_and_prose():
     prose = "Here is my solution.\ndef f(x):\n    return x\n"
     assert sanitize_code(prose, "f") == "def f(x):\n    return x\n"
     assert sanitize_code("    return x\n", "f") == "    return x\n"
+
+
+# --------------------------------------------------------------------------- text answers
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("#### Paris", "Paris"),
+        ("Reasoning...\n#### Paris\nQuestion: next", "Paris"),
+        ("The capital is Paris.\nThe answer is Paris.", "Paris."),
+        ("Answer: Lima", "Lima"),
+        ("Final answer: the Eiffel Tower\n\n", "the Eiffel Tower"),
+        ("####", None),
+        ("  \n ", None),
+    ],
+)
+def test_final_answer_text(text, expected):
+    assert final_answer_text(text) == expected
+
+
+def test_normalize_text():
+    assert normalize_text("  **Paris.** ") == "paris"
+    assert normalize_text('"New   York"') == "new york"
+    assert normalize_text("ＰＡＲＩＳ") == "paris"  # NFKC: full-width letters
+    assert normalize_text("1/2") == "1/2"  # inner punctuation kept
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (" yes", 0),
+        (" No, because the trial was small.", 1),
+        ("Maybe. It is not clear; yes and no.", 2),
+        ("Nope, yesterday", None),
+        ("YES!", 0),
+        ("", None),
+    ],
+)
+def test_extract_choice_text(text, expected):
+    assert extract_choice_text(text, ["yes", "no", "maybe"]) == expected
+
+
+# lm-evaluation-harness's gsm8k filters and normalisation, verbatim from gsm8k.yaml (v3.0):
+# the oracle the linear-time reimplementations are checked against.
+LM_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+LM_FLEX = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+LM_IGNORE = [",", "\\$", "(?s).*#### ", "\\.$"]
+
+
+def lm_strict(s):
+    m = LM_STRICT.findall(s)
+    return m[0].strip() if m else None
+
+
+def lm_flex(s):
+    m = LM_FLEX.findall(s)
+    if not m:
+        return None
+    picked = [g for g in m[-1] if g]
+    return picked[0].strip() if picked else None
+
+
+def lm_normalize(s):
+    for pattern in LM_IGNORE:
+        s = re.sub(pattern, "", s)
+    return s.lower()
+
+
+SHAPES = [
+    # (completion, strict-match, flexible-extract) as lm-eval extracts them
+    ("Janet sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\n#### 18", "18", "18"),
+    ("The answer is 18.", None, "18."),
+    ("#### 1,234.50", "1,234.50", "1,234.50"),
+    ("He pays $5 per hour for 3 hours, so $15 in total.", None, "$15"),
+    ("#### -7\nQuestion: what is 2+2?\nAnswer: 4", "-7", "4"),
+    ("So the answer is $70,000.", None, "$70,000."),
+    ("18 eggs. #### 18.", "18.", "18."),
+    ("No number here.", None, None),
+    ("####18", None, "18"),
+    ("The total is -3 and then 5-2", None, "-2"),
+]
+
+
+@pytest.mark.parametrize("completion,strict,flexible", SHAPES)
+def test_lm_eval_gsm8k_filters_on_the_shapes_models_write(completion, strict, flexible):
+    assert lm_eval_gsm8k_strict(completion) == strict == lm_strict(completion)
+    assert lm_eval_gsm8k_flexible(completion) == flexible == lm_flex(completion)
+
+
+def test_lm_eval_gsm8k_reimplementation_agrees_with_its_regexes_everywhere():
+    rng = random.Random(7)
+    for _ in range(30000):
+        s = "".join(rng.choice("0123456789$.,-# \nab") for _ in range(rng.randint(0, 16)))
+        if rng.random() < 0.4:
+            s = s.replace("#", "#### ")
+        assert lm_eval_gsm8k_strict(s) == lm_strict(s), s
+        assert lm_eval_gsm8k_flexible(s) == lm_flex(s), s
+        assert lm_eval_gsm8k_normalize(s) == lm_normalize(s), s
+    assert lm_eval_gsm8k_normalize("Janet...\n#### 70,000") == "70000"
+    assert set(REFERENCE_EXTRACTIONS) == {
+        "lm-eval/gsm8k/strict-match",
+        "lm-eval/gsm8k/flexible-extract",
+    }
+
+
+PATHOLOGICAL = {
+    "digits": "1" * 10_000_000,
+    "spaced digits": "1 " * 5_000_000,
+    "dots": "a." * 5_000_000,
+    "minus": "-" * 10_000_000,
+    "markers": "#### -" * 1_700_000,
+    "hashes": "#" * 10_000_000,
+    "words": "yesyes " * 1_430_000,
+    "lines": "\n" * 10_000_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_new_extractions_stay_linear_on_10mb_of_hostile_text(name):
+    text = PATHOLOGICAL[name]
+    assert len(text) >= 10_000_000
+    started = time.monotonic()
+    lm_eval_gsm8k_strict(text)
+    lm_eval_gsm8k_flexible(text)
+    lm_eval_gsm8k_normalize(text)
+    final_answer_text(text)
+    normalize_text(text)
+    extract_choice_text(text, ["yes", "no", "maybe", "tracheoesophageal fistula"])
+    # quadratic behaviour on 10 MB would take hours; linear takes about a second here
+    assert time.monotonic() - started < 30

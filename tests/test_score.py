@@ -7,7 +7,8 @@ import orjson
 import pytest
 from conftest import BIN, FIXTURES, heavy_imports, run_cmd
 
-from llmeval.resolve import resolve
+from llmeval.errors import DataError
+from llmeval.resolve import FieldMap, resolve
 from llmeval.sandbox import Limits, SandboxPool
 from llmeval.score import Counts, score
 from llmeval.vocab import ERROR, FAIL, NO_ANSWER, PASS, TIMEOUT
@@ -19,6 +20,7 @@ SCORE_FIELDS = {
     "expected",
     "detail",
     "sanitized",
+    "extractions",
     "time_s",
     "run_id",
 }
@@ -120,6 +122,83 @@ def test_multiple_choice_statuses():
         (PASS, "B"),
         (FAIL, "A"),
         (NO_ANSWER, None),
+    ]
+
+
+def test_text_exact_match_passes_with_its_own_reference_answer(tmp_path):
+    """A custom file whose answers are text (``#### Paris``) scores by normalised text."""
+    data = tmp_path / "capitals.jsonl"
+    data.write_text(
+        '{"id": "fr", "q": "Capital of France?", "gold": "#### Paris"}\n'
+        '{"id": "pe", "q": "Capital of Peru?", "gold": "Lima"}\n'
+        '{"id": "n", "q": "How many?", "gold": "#### 1,000"}\n'
+    )
+    recs = list(resolve([str(data)], fields=FieldMap(prompt="q", answer="gold")))
+    comps = [
+        [r["reference"]["answer"] for r in recs],  # each reference answer as its own completion
+        ["The capital is **Paris**.\n#### paris.", "The answer is Lima.", "#### 1000"],
+        ["#### Lyon", "Cusco", "#### 999"],
+        ["", "   ", "no idea"],
+    ]
+    got = [
+        [
+            (r["score"]["status"], r["score"]["extracted"], r["score"]["expected"])
+            for r in score(numbered([with_completion(x, c) for x, c in zip(recs, row)]), None, run_id="s")
+        ]
+        for row in comps
+    ]
+    assert got == [
+        [(PASS, "paris", "paris"), (PASS, "lima", "lima"), (PASS, "1000", "1000")],
+        [(PASS, "paris", "paris"), (PASS, "lima", "lima"), (PASS, "1000", "1000")],
+        [(FAIL, "lyon", "paris"), (FAIL, "cusco", "lima"), (FAIL, "999", "1000")],
+        [(NO_ANSWER, None, "paris"), (NO_ANSWER, None, "lima"), (NO_ANSWER, None, "1000")],
+    ]
+
+
+def test_gsm8k_records_lm_evals_two_extractions_beside_llmevals():
+    recs = list(resolve(["gsm8k"], data_dirs=[str(FIXTURES)]))
+    comps = [
+        "9 * 2 = 18.\n#### 18",  # all three pass
+        "It takes 2 + 1 = 3 bolts.",  # no "####": strict finds nothing
+        "#### 70,000\nQuestion: 5 more?",  # flexible takes the last number
+    ]
+    out = list(score(numbered([with_completion(r, c) for r, c in zip(recs, comps)]), None, run_id="s"))
+    got = [
+        (
+            r["score"]["status"],
+            r["score"]["extractions"]["strict-match"]["status"],
+            r["score"]["extractions"]["flexible-extract"]["status"],
+            r["score"]["extractions"]["flexible-extract"]["extracted"],
+        )
+        for r in out
+    ]
+    assert got == [(PASS, PASS, PASS, "18"), (PASS, NO_ANSWER, PASS, "3"), (PASS, PASS, FAIL, "5")]
+    assert out[2]["score"]["extractions"]["strict-match"] == {
+        "status": PASS,
+        "extracted": "70000",
+        "expected": "70000",
+    }
+    custom = with_completion(recs[0], "#### 18")
+    custom["reference"] = dict(custom["reference"], extractions={"x": "regex/whatever"})
+    with pytest.raises(DataError) as exc:
+        list(score(numbered([custom]), None, run_id="s"))
+    assert str(exc.value) == (
+        'in:1: field "reference.extractions": unknown extraction \'regex/whatever\' '
+        "(known: lm-eval/gsm8k/flexible-extract, lm-eval/gsm8k/strict-match)"
+    )
+    (humaneval,) = resolve(["humaneval"], limit=1)
+    assert "extractions" not in humaneval["reference"]
+
+
+def test_choices_answered_by_their_text():
+    """PubMedQA's choices are yes/no/maybe: a completion names one, scored as its letter."""
+    recs = list(resolve(["pubmedqa"], data_dirs=[str(FIXTURES)]))
+    comps = [" yes, it is.", " Maybe not: yes in some", " B"]
+    out = list(score(numbered([with_completion(r, c) for r, c in zip(recs, comps)]), None, run_id="s"))
+    assert [(r["score"]["status"], r["score"]["extracted"], r["score"]["detail"]) for r in out] == [
+        (PASS, "A", None),
+        (FAIL, "C", None),
+        (NO_ANSWER, None, "none of yes, no, maybe found"),
     ]
 
 

@@ -3,7 +3,9 @@
 A sanity check of the scorer and a ceiling to compare models against:
 ``eval-generate --backend reference --model reference`` emits HumanEval's and
 MBPP's canonical solutions, GSM8K's gold answer as ``#### N``, and the gold
-letter for multiple choice. A task without a reference gets an error record.
+choice for multiple choice (its continuation: `` B``, or `` yes`` where the
+choices are answered by their text). A task without a reference gets an error
+record.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ def answer(reference: dict) -> str | None:
         return reference["canonical_solution"]
     if reference.get("answer") is not None:
         return f"#### {reference['answer']}"
-    if reference.get("label") is not None:
-        return f" {reference['label']}"
+    label = reference.get("label")
+    if label is not None:
+        # the gold continuation: " B", or the choice's text where choices are answered by it
+        conts = reference.get("continuations")
+        index = "ABCDEFGHIJ".find(str(label))
+        if isinstance(conts, list) and 0 <= index < len(conts):
+            return str(conts[index])
+        return f" {label}"
     return None
 
 
