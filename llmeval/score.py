@@ -144,10 +144,12 @@ class Counts:
 
 
 class LazyPool:
-    """Starts the sandbox pool only when the first code record arrives."""
+    """Starts the sandbox pool only when the first code record arrives. ``hide``: the run's
+    own files (inputs, outputs), kept from candidates even where they would be visible."""
 
-    def __init__(self, workers: int, limits: Any, log: Any):
+    def __init__(self, workers: int, limits: Any, log: Any, hide: Iterable[str] = ()):
         self.workers, self.limits, self.log = workers, limits, log
+        self.hide = [p for p in hide if p]
         self.pool: Any = None
 
     def map(self, jobs: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
@@ -159,7 +161,7 @@ class LazyPool:
 
         from llmeval.sandbox import SandboxPool
 
-        self.pool = SandboxPool(self.workers, self.limits)
+        self.pool = SandboxPool(self.workers, self.limits, hide=self.hide)
         self.log(self.pool.description)
         yield from self.pool.map(chain([first], it))
 
@@ -265,12 +267,16 @@ def _no_code(jobs: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
 
 
 def _detail(verdict: Any) -> str | None:
+    """The verdict's detail and the last line the program printed, capped (a few KB with a
+    marker: a candidate decides how long its messages are)."""
+    from llmeval.sandbox import cap
+
     detail = verdict.detail
     if verdict.output and verdict.status != PASS:
         tail = verdict.output.strip().splitlines()[-1:] if verdict.output.strip() else []
         if tail:
             detail = f"{detail}; output: {tail[0][:200]}" if detail else f"output: {tail[0][:200]}"
-    return detail
+    return cap(detail) if detail else detail
 
 
 # ---------------------------------------------------------------------------- command line
@@ -361,7 +367,9 @@ def _main(args: Any) -> int:
             bar.set_postfix(passed=c.by_status[PASS], refresh=False)
             bar.refresh()
 
-    pool = LazyPool(workers, limits, lambda m: cli.log(PROG, m))
+    pool = LazyPool(
+        workers, limits, lambda m: cli.log(PROG, m), hide=[*args.inputs, args.output, args.run_dir]
+    )
     out = AppendWriter(args.output)
     state = "failed"
     t0 = time.monotonic()
