@@ -98,6 +98,7 @@ def start(
         # Its own /proc/self as anywhere else (the zygote is not dumpable, and a uid change
         # clears the flag): only itself and its children can look at it.
         kernel.prctl(kernel.PR_SET_DUMPABLE, 1)
+        kernel.set_name("llmeval-cand")  # for ps and top
         if how.landlock_abi:
             layer = kernel.Landlock(how.landlock_abi)
             layer.allow("/", kernel.FS_EXECUTE | kernel.FS_READ_FILE | kernel.FS_READ_DIR)
@@ -135,12 +136,15 @@ def _flush() -> None:
             pass
 
 
-def _reply(msg: list[Any]) -> None:
+def _reply(msg: list[Any], greeting: list[Any] | None = None) -> None:
+    """Send ``msg`` (after ``greeting``, in the same write, when there is one)."""
     _flush()
+    first = [greeting] if greeting else []
     try:
-        wire.send(RESULT_FD, msg, wire.json_dumps)
+        wire.send_all(RESULT_FD, [*first, msg], wire.json_dumps)
     except (Unencodable, TypeError, ValueError, OverflowError, RecursionError) as exc:
-        wire.send(RESULT_FD, ["exc", "TypeError", f"unencodable result: {_message(exc)}"], wire.json_dumps)
+        msg = ["exc", "TypeError", f"unencodable result: {_message(exc)}"]
+        wire.send_all(RESULT_FD, [*first, msg], wire.json_dumps)
 
 
 def serve() -> None:  # pragma: no cover - the candidate's loop
@@ -164,7 +168,12 @@ def serve() -> None:  # pragma: no cover - the candidate's loop
         _reply(["load_error", type(exc).__name__, _message(exc)])
         return
     del code
-    _reply(["ready"])
+    # "ready" goes out with the first answer when a call is already waiting: one wake-up of
+    # the tester instead of two (a first call that never returns is a timeout either way).
+    greeting: list[Any] | None = ["ready"]
+    if not calls.pending():
+        _reply(["ready"])
+        greeting = None
     objects: dict[int, Any] = {}
 
     def handle(obj: Any) -> int:
@@ -196,10 +205,14 @@ def serve() -> None:  # pragma: no cover - the candidate's loop
         if msg is None:
             return
         if msg[0] == "call":
-            _reply(answer(msg[1], msg[2], msg[3]))
+            calls_now = [(msg[1], msg[2], msg[3])]
         elif msg[0] == "batch":  # calls predicted from the test: answered in order, at once
-            for name, args, kwargs in msg[1]:
-                _reply(answer(name, args, kwargs))
+            calls_now = msg[1]
+        else:
+            continue
+        for name, args, kwargs in calls_now:
+            _reply(answer(name, args, kwargs), greeting)
+            greeting = None
 
 
 REHEARSAL = """
@@ -224,10 +237,10 @@ def rehearse(rounds: int = 30) -> None:  # pragma: no cover - runs in the zygote
             exec(compile(REHEARSAL, "<candidate>", "exec", dont_inherit=True, optimize=0), namespace)
             for args in ([[1, 2, 3], 3], [[], 1]):
                 value = namespace["f"](*decode(encode(args)), **decode(encode({"name": "x"})))
-                wire.send(w, ["ok", encode(value)], wire.json_dumps)
-                wire.send(w, ["exc", "ValueError", _message(ValueError("x"))], wire.json_dumps)
+                wire.send_all(w, [["ok", encode(value)], ["exc", "E", _message(ValueError())]], wire.json_dumps)
                 reader = wire.Reader(r, loads=json.loads)
                 reader.recv()
+                reader.pending()
                 reader.recv()
             _flush()
     finally:

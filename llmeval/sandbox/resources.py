@@ -115,7 +115,7 @@ def _sweep(parent: Path) -> None:
     """Remove cgroups of dead llmeval processes (left when a run was SIGKILLed)."""
     with contextlib.suppress(OSError):
         for d in parent.iterdir():
-            m = re.fullmatch(rf"{PREFIX}(\d+)-w\d+", d.name)
+            m = re.fullmatch(rf"{PREFIX}(\d+)-w\d+[ab]?", d.name)
             if m and not Path(f"/proc/{m.group(1)}").exists():
                 with contextlib.suppress(OSError):
                     d.rmdir()

@@ -52,7 +52,12 @@ def frame(data: bytes) -> bytes:
 
 def send(fd: int, obj: Any, dumps: Callable[[Any], bytes] = _orjson_dumps) -> None:
     """Write one framed message (a pipe may take a large one in parts)."""
-    view = memoryview(frame(dumps(obj)))
+    send_all(fd, [obj], dumps)
+
+
+def send_all(fd: int, objs: list[Any], dumps: Callable[[Any], bytes] = _orjson_dumps) -> None:
+    """Write framed messages in one go (the reader wakes once for all of them)."""
+    view = memoryview(b"".join(frame(dumps(obj)) for obj in objs))
     while view:
         view = view[os.write(fd, view) :]
 

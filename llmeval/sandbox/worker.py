@@ -37,6 +37,7 @@ from llmeval.sandbox.jobs import Limits, Program, Verdict, cap
 from llmeval.sandbox.predict import predict
 from llmeval.sandbox.zygote import SANDBOX_UID, remove_tree
 
+ISOLATION_NOTE = "LLMEVAL_SANDBOX=landlock"
 WORKER_MEMORY_MB = 4096  # the tester's own address space, over the candidate's limit
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
@@ -144,16 +145,16 @@ class Zygote:
         self.pid = 0
         return f"exit status {os.waitstatus_to_exitcode(status)}"
 
-    def channel(self) -> tuple[int, int]:
-        """The next candidate's ends (write calls, read replies): the zygote forked it
-        already, while the previous verdict was being reported."""
-        data, fds, _, _ = socket.recv_fds(self.sock, 4096, 2)
-        if data != b"next" or len(fds) != 2:
+    def channel(self) -> tuple[int, int, int]:
+        """The next candidate's ends (write calls, read replies, its output): the zygote
+        forked it already, while the previous verdict was being reported."""
+        data, fds, _, _ = socket.recv_fds(self.sock, 4096, 3)
+        if data != b"next" or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             why = data[5:].decode(errors="replace") if data.startswith(b"fail:") else "gone"
             raise OSError(f"the zygote could not fork a candidate ({why})")
-        return fds[0], fds[1]
+        return fds[0], fds[1], fds[2]
 
     def finish(self, info: bool) -> dict[str, Any] | None:
         """Tell the zygote the candidate is done; with ``info``, its wait status and output."""
@@ -163,15 +164,28 @@ class Zygote:
         data = self.sock.recv(1 << 16)
         return orjson.loads(data) if data else None
 
-    def close(self) -> None:
+    def close(self, grace: float = 2.0) -> None:
+        """Closing the socket tells the zygote to kill its last candidate and exit; the
+        anchor follows. Whatever is still there after ``grace`` seconds is killed."""
         with contextlib.suppress(OSError):
             self.sock.close()
-        if self.pid:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-            self.pid = 0
+        if not self.pid:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    self.pid = 0
+                    return
+            except ChildProcessError:
+                self.pid = 0
+                return
+            time.sleep(0.002)
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.pid = 0
 
 
 class _Deadline(BaseException):
@@ -216,10 +230,11 @@ def _frame(obj: Any) -> bytes:
 class Tester:
     """The trusted end of one candidate's channel."""
 
-    def __init__(self, call_w: int, result_r: int, deadline: float, predicted: list[bytes]):
+    def __init__(self, call_w: int, result_r: int, deadline: float, opening: bytes = b""):
         self.call_w, self.deadline = call_w, deadline
+        self.opening = opening  # the program, sent with the predicted calls in one write
         self.reader = wire.Reader(result_r, wire.MAX_REPLY)
-        self.predicted = predicted  # orjson of [name, args, kwargs] of each predicted call
+        self.predicted: list[bytes] = []  # orjson of [name, args, kwargs] of each predicted call
         self.next_predicted = 0
         self.loaded = False
         self.calls = 0
@@ -340,143 +355,224 @@ def _predicted(program: Program, names: dict[str, str]) -> list[bytes]:
     return _PREDICTED[key] or []
 
 
+class Trial:
+    """One program's tests, made ready before its candidate is (the problem's own code run,
+    the test compiled, its calls predicted), then run against the candidate."""
+
+    def __init__(self, program: Program, *, speculate: bool = True):
+        self.program = program
+        self.ns: dict[str, Any] = {"__name__": "__main__"}
+        self.failed: tuple[str, str] | None = None
+        self.predicted: list[bytes] = []
+        self.names: dict[str, str] = {}
+        try:
+            if program.trusted:
+                exec(_compiled(program.trusted, "<problem>"), self.ns)
+            self.test_code = _compiled(program.test, "<test>")
+        except Exception as exc:  # noqa: BLE001 - the dataset's own code: a harness error
+            detail = cap(f"the problem's own code fails: {type(exc).__name__}: {exc}", 500)
+            self.failed = (ERROR, detail)
+            return
+        if program.style == "humaneval":
+            # As in the reference harness, the entry point's name means the candidate too
+            # (HumanEval/33's test calls sort_third by name); the prompt's helpers stay its own.
+            self.names = {program.entry_point: program.entry_point}
+        else:
+            self.names = {
+                n: n
+                for n in _referenced_names(self.test_code)
+                if n not in self.ns and not hasattr(builtins, n)
+            }
+            self.names[program.entry_point] = program.entry_point
+        if speculate:
+            self.predicted = _predicted(program, self.names)
+
+    def run(self, tester: Tester) -> tuple[str, str | None]:
+        """(status, detail) of the tests against the candidate behind ``tester``."""
+        if self.failed:
+            return self.failed
+        program, ns = self.program, self.ns
+        tester.predicted = self.predicted
+        batch = b""
+        if self.predicted:
+            batch = b"".join([b'["batch",[', b",".join(self.predicted), b"]]"])
+            batch = len(batch).to_bytes(4, "big") + batch
+        _write(tester.call_w, tester.opening + batch, tester.deadline)
+        for name in self.names:
+            ns[name] = tester.proxy(name)
+        try:
+            tester.wait_loaded()
+        except _LoadError as exc:
+            return FAIL, f"the code does not load: {exc}"
+        random.seed(0)  # tests that draw random inputs draw the same ones every run
+        try:
+            exec(self.test_code, ns)
+            if program.style == "humaneval":
+                check = ns.get("check")
+                if not callable(check):
+                    return ERROR, "the test defines no check(candidate)"
+                check(ns[program.entry_point])
+        except AssertionError as exc:
+            line = _failed_assert_line(exc.__traceback__, program.test)
+            return FAIL, f"assertion failed: {line}" if line else "assertion failed"
+        except Exception as exc:  # noqa: BLE001 - the candidate's exception, re-raised here
+            return FAIL, cap(f"{type(exc).__name__}: {exc}", 500)
+        return PASS, None
+
+
 def run_tests(program: Program, tester: Tester, *, speculate: bool = True) -> tuple[str, str | None]:
     """Run the problem's tests against the candidate proxy; (status, detail)."""
-    ns: dict[str, Any] = {"__name__": "__main__"}
-    try:
-        if program.trusted:
-            exec(_compiled(program.trusted, "<problem>"), ns)
-        test_code = _compiled(program.test, "<test>")
-    except Exception as exc:  # noqa: BLE001 - the dataset's own code: a harness error
-        return ERROR, cap(f"the problem's own code fails: {type(exc).__name__}: {exc}", 500)
-    if program.style == "humaneval":
-        # As in the reference harness, the entry point's name means the candidate too
-        # (HumanEval/33's test calls sort_third by name); the prompt's helpers stay its own.
-        names = {program.entry_point: program.entry_point}
-    else:
-        names = {
-            n: n for n in _referenced_names(test_code) if n not in ns and not hasattr(builtins, n)
-        }
-        names[program.entry_point] = program.entry_point
-    if speculate:
-        tester.predicted = _predicted(program, names)
-        if tester.predicted:
-            batch = b"".join([b'["batch",[', b",".join(tester.predicted), b"]]"])
-            _write(tester.call_w, len(batch).to_bytes(4, "big") + batch, tester.deadline)
-    for name in names:
-        ns[name] = tester.proxy(name)
-    try:
-        tester.wait_loaded()
-    except _LoadError as exc:
-        return FAIL, f"the code does not load: {exc}"
-    random.seed(0)  # tests that draw random inputs draw the same ones every run
-    try:
-        exec(test_code, ns)
-        if program.style == "humaneval":
-            check = ns.get("check")
-            if not callable(check):
-                return ERROR, "the test defines no check(candidate)"
-            check(ns[program.entry_point])
-    except AssertionError as exc:
-        line = _failed_assert_line(exc.__traceback__, program.test)
-        return FAIL, f"assertion failed: {line}" if line else "assertion failed"
-    except Exception as exc:  # noqa: BLE001 - the candidate's exception, re-raised here
-        return FAIL, cap(f"{type(exc).__name__}: {exc}", 500)
-    return PASS, None
+    return Trial(program, speculate=speculate).run(tester)
 
 
 # ============================================================================ the worker
 
 
+class Box:
+    """One zygote with its own namespaces, cgroup and scratch directory."""
+
+    def __init__(self, setup: Setup, cgroup: resources.Cgroup | None):
+        self.setup, self.cgroup = setup, cgroup
+        self.zygote: Zygote | None = Zygote(setup)
+        self.oom_seen = cgroup.oom_kills() if cgroup else 0
+
+    def oom_since_last_look(self) -> bool:
+        if self.cgroup is None:
+            return False
+        seen = self.cgroup.oom_kills()
+        new, self.oom_seen = seen > self.oom_seen, seen
+        return new
+
+    def restart(self) -> None:
+        """A fresh zygote after the old one failed (the worker itself is fine)."""
+        if self.zygote is not None:
+            self.zygote.close(grace=0)
+        self.zygote = None
+        self.zygote = Zygote(self.setup)
+
+    def close(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+        if self.setup.scratch:
+            remove_tree(self.setup.scratch)
+
+
 class Worker:
-    """A sandbox (set up once) and the tester loop around it."""
+    """Two boxes, used in turn, and the tester loop around them.
+
+    While one box's candidate runs, the other's zygote has cleaned up after the
+    previous program and forked the next candidate: no program waits for a fork or a
+    clean-up. The two boxes share nothing a candidate can reach (each its own PID,
+    mount, IPC and network namespaces, tmpfs and cgroup), so a candidate still dying
+    in one cannot touch the one starting in the other."""
+
+    BOXES = 2
 
     def __init__(self, config: dict[str, Any]):
         self.config = config
         self.limits = Limits(**config["limits"])
         self.root = os.geteuid() == 0
         self.uid_lock: resources.UidLock | None = None
-        self.cgroup: resources.Cgroup | None = None
-        self.scratch = ""
-        self.zygote: Zygote | None = None
+        self.boxes: list[Box] = []
+        self.turn = 0
         self.mispredicted = 0
         self.notes: list[str] = []
         self.view = views.plan(config.get("hide", ()))
-        self.setup = self._start()
-        self.oom_seen = self.cgroup.oom_kills() if self.cgroup else 0
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        self.setup = self.boxes[0].setup
 
     # ------------------------------------------------------------------ set-up
 
-    def _start(self) -> Setup:
+    def _setup(self, mode: str, userns: bool, cgroup: resources.Cgroup | None) -> Setup:
+        lim = self.limits
+        return Setup(
+            mode=mode,
+            parent=os.getpid(),
+            view=self.view,
+            memory_mb=lim.memory_mb,
+            output_bytes=lim.output_bytes,
+            open_files=lim.open_files,
+            processes=lim.processes if mode == "namespaces" else 1,
+            tmp_mb=lim.tmp_mb,
+            userns=userns,
+            host_uid=self.uid_lock.uid if self.uid_lock and mode == "namespaces" else None,
+            cgroup_procs=cgroup.procs if cgroup else [],
+            oom_protect=self.root and cgroup is not None,
+            scratch=(
+                tempfile.mkdtemp(prefix="llmeval-sandbox-", dir=self.config.get("tmp"))
+                if mode == "landlock"
+                else ""
+            ),
+        )
+
+    def _boxes(self, mode: str, userns: bool = True) -> str:
+        """Make the boxes (same kind each); a phrase on their memory bound."""
+        lim, index = self.limits, self.config.get("index", 0)
+        note = ""
+        for n in range(self.BOXES):
+            cgroup = None
+            if mode == "namespaces":
+                cgroup, note = resources.create_cgroup(f"w{index}{'ab'[n]}", lim.memory_mb, lim.processes)
+            setup = self._setup(mode, userns, cgroup)
+            try:
+                self.boxes.append(Box(setup, cgroup))
+            except BaseException:
+                if cgroup is not None:
+                    cgroup.remove()
+                if setup.scratch:
+                    remove_tree(setup.scratch)
+                raise
+        if mode == "landlock":
+            return f"memory {lim.memory_mb} MB (RLIMIT_AS of its one process)"
+        if self.boxes[0].cgroup is not None:
+            return f"memory {lim.memory_mb} MB for all of a candidate's processes ({note})"
+        return f"memory {lim.memory_mb} MB per process and, polled, for all together ({note})"
+
+    def _start(self) -> None:
         """The strongest sandbox this host allows, tried in order; says what it got."""
         mode = self.config.get("isolation", "auto")
         errors = []
-        lim = self.limits
         if mode in ("auto", "namespaces"):
             if self.root:
                 self.uid_lock = resources.reserve_uid()
-            self.cgroup, cg_note = resources.create_cgroup(
-                f"w{self.config.get('index', 0)}", lim.memory_mb, lim.processes
-            )
             for userns in (True, False) if self.root else (True,):  # root: without if need be
-                setup = Setup(
-                    mode="namespaces",
-                    parent=os.getpid(),
-                    view=self.view,
-                    memory_mb=lim.memory_mb,
-                    output_bytes=lim.output_bytes,
-                    open_files=lim.open_files,
-                    processes=lim.processes,
-                    tmp_mb=lim.tmp_mb,
-                    userns=userns,
-                    host_uid=self.uid_lock.uid if self.uid_lock else None,
-                    cgroup_procs=self.cgroup.procs if self.cgroup else [],
-                    oom_protect=self.root and self.cgroup is not None,
-                )
                 try:
-                    self.zygote = Zygote(setup)
+                    self.memory_note = self._boxes("namespaces", userns)
+                    return
                 except SetupError as exc:
                     errors.append(str(exc))
-                    continue
-                self.memory_note = (
-                    f"memory {lim.memory_mb} MB for all of a candidate's processes ({cg_note})"
-                    if self.cgroup
-                    else f"memory {lim.memory_mb} MB per process and, polled, for all "
-                    f"together ({cg_note})"
-                )
-                return setup
-            if self.cgroup:
-                self.cgroup.remove()
-                self.cgroup = None
+                    self._close_boxes()
             if self.uid_lock:
                 self.uid_lock.release()
                 self.uid_lock = None
         if mode in ("auto", "landlock"):
-            self.scratch = tempfile.mkdtemp(prefix="llmeval-sandbox-", dir=self.config.get("tmp"))
-            setup = Setup(
-                mode="landlock",
-                parent=os.getpid(),
-                view=self.view,
-                memory_mb=lim.memory_mb,
-                output_bytes=lim.output_bytes,
-                open_files=lim.open_files,
-                processes=1,
-                scratch=self.scratch,
-            )
             try:
-                self.zygote = Zygote(setup)
+                self.memory_note = self._boxes("landlock")
             except SetupError as exc:
                 errors.append(str(exc))
+                self._close_boxes()
             else:
-                if errors:
+                if mode == "landlock":
+                    self.notes.append(f"namespaces not tried ({ISOLATION_NOTE})")
+                elif errors:
                     self.notes.append(f"no namespaces ({'; '.join(errors)})")
-                self.memory_note = f"memory {lim.memory_mb} MB (RLIMIT_AS of its one process)"
-                return setup
+                return
         raise SetupError("; ".join(errors) or f"unknown isolation mode {mode!r}")
 
     def describe(self) -> str:
         """One line for stderr: what holds in this sandbox, and what does not."""
-        s, hello, lim = self.setup, self.zygote.hello if self.zygote else {}, self.limits
+        s, lim = self.setup, self.limits
+        zyg = self.boxes[0].zygote
+        hello = zyg.hello if zyg else {}
+        notes = [*self.notes, *hello.get("notes", [])]
         if s.mode == "namespaces":
             who = (
                 f"host uid {s.host_uid} (reserved)"
@@ -496,14 +592,14 @@ class Worker:
         else:
             abi = hello.get("landlock", 0)
             parts = [
-                "NO namespaces (unprivileged user namespaces unavailable)",
+                "NO namespaces",
                 f"Landlock ABI {abi}" if abi else "NO Landlock: the filesystem is NOT protected",
                 "signals outside the sandbox scoped" if abi >= 6 else "signals filtered by seccomp",
                 self.memory_note,
                 "seccomp: no new processes, no sockets" if hello.get("seccomp") else "NO seccomp",
             ]
         parts.append(f"wall timeout {lim.timeout:g} s")
-        return "sandbox: " + "; ".join(parts + self.notes)
+        return "sandbox: " + "; ".join(parts + notes)
 
     # ------------------------------------------------------------------ jobs
 
@@ -520,20 +616,23 @@ class Worker:
         return verdict
 
     def _attempt(self, program: Program, timeout: float, speculate: bool) -> Verdict | None:
-        assert self.zygote is not None
+        box = self.boxes[self.turn]
+        self.turn = (self.turn + 1) % len(self.boxes)
+        assert box.zygote is not None
         cpu = int(timeout) + 1
+        trial = Trial(program, speculate=speculate)
         try:
-            call_w, result_r = self.zygote.channel()
+            call_w, result_r, output = box.zygote.channel()
         except OSError as exc:
-            self._restart()
+            box.restart()
             return Verdict(ERROR, f"the sandbox failed: {exc}")
         deadline = time.monotonic() + timeout  # from now: the zygote's pace is not its own
         os.set_blocking(call_w, False)
-        tester = Tester(call_w, result_r, deadline, [])
+        opening = _frame(["load", program.code, program.entry_point, cpu])
+        tester = Tester(call_w, result_r, deadline, opening)
         status, detail = ERROR, None
         try:
-            _write(call_w, _frame(["load", program.code, program.entry_point, cpu]), deadline)
-            status, detail = run_tests(program, tester, speculate=speculate)
+            status, detail = trial.run(tester)
         except _Mispredicted:
             status = ""
         except _Deadline:
@@ -545,33 +644,46 @@ class Worker:
         finally:
             os.close(call_w)
             os.close(result_r)
+        # How it ended matters only if it died: then the zygote, which reaps it, says how.
+        died = status == FAIL and "exited" in str(detail)
+        text = ""
+        if status not in (PASS, ""):
+            with contextlib.suppress(OSError):  # its output: a memfd, read from the start
+                text = os.pread(output, zygote.OUTPUT_KEEP, 0).decode("utf-8", "replace")
+        os.close(output)
         try:
-            info = self.zygote.finish(info=status not in (PASS, ""))
+            info = box.zygote.finish(info=died)
         except OSError:
-            info = None
-            if status != PASS:
-                self._restart()
-                return Verdict(ERROR, "the sandbox failed (its zygote died)")
+            box.restart()
+            if status in (PASS, ""):
+                return None if status == "" else Verdict(PASS)
+            return Verdict(ERROR, "the sandbox failed (its zygote died)")
         if status == "":
             return None
         if status == PASS:
             return Verdict(status, detail)
-        if info is None:
-            self._restart()
+        if died and info is None:
+            box.restart()
             return Verdict(ERROR, "the sandbox failed (its zygote died)")
-        return self._explain(status, detail, info, cpu)
+        return self._explain(status, detail, info or {}, cpu, text, box.oom_since_last_look())
 
-    def _explain(self, status: str, detail: str | None, info: dict[str, Any], cpu: int) -> Verdict:
-        """Refine a non-pass verdict with how the candidate ended."""
-        word = int(info.get("status", 0))
-        oom = False
-        if self.cgroup is not None:
-            seen = self.cgroup.oom_kills()
-            oom, self.oom_seen = seen > self.oom_seen, seen
+    def _explain(
+        self,
+        status: str,
+        detail: str | None,
+        info: dict[str, Any],
+        cpu: int,
+        output: str,
+        oom: bool,
+    ) -> Verdict:
+        """Refine a non-pass verdict with how the candidate ended (when it died)."""
+        word = int(info["status"]) if "status" in info else None
         oom = oom or bool(info.get("memory"))
         exit_desc = None
         died = status == FAIL and bool(detail) and "exited" in str(detail)
-        if os.WIFSIGNALED(word):
+        if word is None:
+            pass
+        elif os.WIFSIGNALED(word):
             sig = os.WTERMSIG(word)
             exit_desc = (
                 signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
@@ -593,27 +705,18 @@ class Worker:
                 detail = f"the candidate process exited ({exit_desc}) before the tests finished"
         if oom and status in (FAIL, TIMEOUT) and detail and "memory" not in detail:
             detail = f"{detail} (memory limit of {self.limits.memory_mb} MB reached)"
-        output = str(info.get("output", ""))
         return Verdict(status, cap(detail) if detail else detail, 0.0, output, exit_desc)
 
-    def _restart(self) -> None:
-        """A fresh zygote after the old one failed (the worker itself is fine)."""
-        if self.zygote is not None:
-            self.zygote.close()
-        self.zygote = Zygote(self.setup)
+    def _close_boxes(self) -> None:
+        for box in self.boxes:
+            box.close()
+        self.boxes = []
 
     def close(self) -> None:
-        if self.zygote is not None:
-            self.zygote.close()
-            self.zygote = None
-        if self.cgroup is not None:
-            self.cgroup.remove()
-            self.cgroup = None
+        self._close_boxes()
         if self.uid_lock is not None:
             self.uid_lock.release()
-        if self.scratch:
-            remove_tree(self.scratch)
-            self.scratch = ""
+            self.uid_lock = None
 
 
 def main() -> None:  # pragma: no cover - the worker process

@@ -187,19 +187,21 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
     watch = not cfg["cgroup_procs"]  # without a memory cgroup, sum the processes ourselves
     sock.send(json_dumps({"ok": True, "notes": notes}))
 
+    fresh_tmp: list[Any] = []  # the state of /tmp as mounted, while no candidate changed it
+
     def prepare() -> tuple[int, int, tuple[int, int]]:
-        kernel.mount("tmpfs", "/tmp", "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, tmp_opts)
+        if not fresh_tmp:
+            kernel.mount("tmpfs", "/tmp", "tmpfs", TMP_FLAGS, tmp_opts)
+            fresh_tmp.append(_tmp_state())
         os.chdir("/tmp")  # inherited: cheaper here than in the child
         call_r, call_w = os.pipe()
         result_r, result_w = os.pipe()
         output = os.memfd_create("output", 0)
-        kernel.set_name("llmeval-cand")  # for ps and top: set here, the child inherits it
         pid = os.fork()
         if pid == 0:
             sock.close()
             gc.enable()
             candidate.start(call_r, result_w, output, "", how)
-        kernel.set_name("llmeval-zygote")
         os.chdir("/")
         os.close(call_r)
         os.close(result_w)
@@ -207,7 +209,9 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
 
     def cleanup(pid: int) -> int:
         status = _kill_all(pid)
-        kernel.umount("/tmp")
+        if _tmp_state() != fresh_tmp[0]:  # it left something (a file, a mode, an xattr)
+            kernel.umount("/tmp")
+            fresh_tmp.clear()
         return status
 
     _serve(sock, prepare, cleanup, (cfg["memory_mb"] << 20) if watch else 0)
@@ -226,8 +230,8 @@ def _serve(sock: socket.socket, prepare: Any, cleanup: Any, watch_limit: int) ->
             with contextlib.suppress(OSError):
                 sock.send(b"fail:" + str(exc).encode()[:1000])
             os._exit(1)
-        try:
-            socket.send_fds(sock, [b"next"], list(ends))
+        try:  # its output too: the worker reads it (no round trip for how a program failed)
+            socket.send_fds(sock, [b"next"], [*ends, output])
         except OSError:
             cleanup(pid)
             os._exit(0)
@@ -244,6 +248,20 @@ def _serve(sock: socket.socket, prepare: Any, cleanup: Any, watch_limit: int) ->
         os.close(output)
         if done not in (b"done", b"info"):
             os._exit(0)
+
+
+TMP_FLAGS = kernel.MS_NOSUID | kernel.MS_NODEV | 1024  # MS_NOATIME: reading leaves no trace
+
+
+def _tmp_state() -> tuple[Any, ...]:
+    """What a candidate could have changed in its /tmp: entries, attributes, times, xattrs.
+    Unchanged, the next candidate gets the same (empty, pristine) tmpfs: no remount."""
+    st = os.stat("/tmp")
+    return (
+        os.listdir("/tmp"),
+        os.listxattr("/tmp"),
+        st.st_mode, st.st_uid, st.st_gid, st.st_nlink, st.st_mtime_ns, st.st_ctime_ns,
+    )  # fmt: skip
 
 
 def _wait_done(sock: socket.socket, limit: int) -> bool | None:
@@ -513,7 +531,6 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
         call_r, call_w = os.pipe()
         result_r, result_w = os.pipe()
         output = os.memfd_create("output", 0)
-        kernel.set_name("llmeval-cand")
         pid = os.fork()
         if pid == 0:
             sock.close()
@@ -524,7 +541,6 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
                     no_processes=True, no_sockets=True, signal_only=os.getpid()
                 )
             candidate.start(call_r, result_w, output, workdir, how)
-        kernel.set_name("llmeval-zygote")
         os.close(call_r)
         os.close(result_w)
         return pid, output, (call_w, result_r)
@@ -599,6 +615,9 @@ def remove_tree(path: str) -> bool:
     For the fallback's scratch directories, which a candidate filled: it is dead when this
     runs, so nothing moves underneath; each step works from an open directory, not a path."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            os.chmod(path, 0o700)  # its owner may have locked it
     try:
         fd = os.open(path, flags)
     except OSError:
@@ -625,13 +644,14 @@ def remove_tree(path: str) -> bool:
                     continue
                 if (st.st_dev, st.st_ino) in stuck:
                     continue
+                if st.st_mode & 0o700 != 0o700:  # a candidate may have locked itself out
+                    with contextlib.suppress(OSError):  # (a directory, not a link: lstat said)
+                        os.chmod(name, 0o700, dir_fd=fd)
                 try:
                     child = os.open(name, flags, dir_fd=fd)
                 except OSError:
                     stuck.add((st.st_dev, st.st_ino))
                     continue
-                with contextlib.suppress(OSError):
-                    os.fchmod(child, 0o700)  # a candidate may have locked itself out
                 os.close(fd)
                 fd, descended = child, True
                 names.append(name)
