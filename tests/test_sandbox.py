@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -388,3 +389,12 @@ def test_timing_of_a_program_is_its_own(pool):
     v = run(pool, {"sleep": prog("import time\ndef add(a, b):\n    time.sleep(0.3)\n    return a + b\n")})
     assert v["sleep"].status == PASS
     assert 0.3 <= v["sleep"].time_s <= time.monotonic() - start
+
+
+def test_the_workers_own_memory_is_limited(pool):
+    """What a candidate sends is capped, and the tester's own address space is bounded."""
+    for w in pool.workers:
+        limits = Path(f"/proc/{w.proc.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max address space"))
+        soft = line.split()[3]
+        assert soft != "unlimited" and int(soft) <= 8 << 30, line

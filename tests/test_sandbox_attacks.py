@@ -335,6 +335,12 @@ def test_seccomp_denies_what_tests_never_need(pool):
     fd = os.open('/proc/self/ns/net', os.O_RDONLY) if os.path.exists('/proc/self/ns/net') else -1
     if fd >= 0 and libc.syscall(nr['setns'], fd, 0) == 0:
         found.append('setns')
+    if libc.prctl(39, 0, 0, 0, 0) != 1:  # PR_GET_NO_NEW_PRIVS
+        found.append('new privileges possible')
+    caps = ctypes.create_string_buffer(24)
+    libc.capget(ctypes.create_string_buffer(bytes([0x22, 0x05, 0x08, 0x20]) + bytes(4)), caps)
+    if any(caps.raw):
+        found.append('capabilities')
     """
     passes(pool, probe(body))
 

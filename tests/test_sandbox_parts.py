@@ -29,7 +29,7 @@ def test_predicts_the_straight_line_literal_calls_of_check():
         "    '''doc'''\n"
         "    import math\n"
         "    assert candidate([1, 2], k=3) == 6\n"
-        "    assert abs(candidate((-1.5,), k=None) - 2) < 1e-6, candidate(9)\n"
+        "    assert abs(candidate((-1.5,), k=None) - 2) < 1e-6, 'close enough'\n"
         "    x = candidate('a') + candidate('b')\n"
         "    for i in range(3):\n"
         "        assert candidate(i)\n"
@@ -38,7 +38,7 @@ def test_predicts_the_straight_line_literal_calls_of_check():
     calls = predict(test, "humaneval", {"f": "f"})
     assert calls == [
         ("f", ([1, 2],), {"k": 3}),
-        ("f", ((-1.5,),), {"k": None}),  # the assert's message runs only on failure
+        ("f", ((-1.5,),), {"k": None}),
         ("f", ("a",), {}),
         ("f", ("b",), {}),
     ]
@@ -59,6 +59,18 @@ def test_predicts_the_straight_line_literal_calls_of_check():
 def test_prediction_stops_where_the_test_stops_being_predictable(line):
     test = f"def check(candidate):\n    assert candidate(0) == 0\n    {line}\n    assert candidate(2)\n"
     assert predict(test, "humaneval", {"f": "f"}) == [("f", (0,), {})]
+
+
+def test_prediction_stops_after_an_assert_whose_message_calls():
+    """The message runs only when the assert fails, and then calls the candidate again:
+    what follows cannot be predicted (it would be a re-run each time a test fails)."""
+    test = (
+        "def check(candidate):\n"
+        "    assert candidate(1) == 2, 'plain message'\n"
+        "    assert candidate(2) == 3, 'got ' + str(candidate(2))\n"
+        "    assert candidate(3) == 4\n"
+    )
+    assert predict(test, "humaneval", {"f": "f"}) == [("f", (1,), {}), ("f", (2,), {})]
 
 
 def test_predicts_asserts_style_by_the_names_the_test_calls():

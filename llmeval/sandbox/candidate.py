@@ -226,7 +226,7 @@ def f(xs: List[int], k: int = 2, name: Optional[str] = None) -> Tuple[int, float
 """
 
 
-def rehearse(rounds: int = 30) -> None:  # pragma: no cover - runs in the zygote
+def rehearse(rounds: int = 10) -> None:  # pragma: no cover - runs in the zygote
     """Run the candidate's code paths in the zygote before it forks any: Python specializes
     bytecode and fills caches on first use, writes that would otherwise dirty (copy) the
     same pages in every forked candidate."""

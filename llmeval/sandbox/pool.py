@@ -63,10 +63,15 @@ class SandboxPool:
     ):
         self.limits = limits
         self.log = log or (lambda m: None)
+        from llmeval.sandbox import view
+
+        # Planned here, in eval-score's own environment (its cwd, $HOME, $LLMEVAL_HOME,
+        # $LLMEVAL_DATA, $TMPDIR), which the workers do not inherit.
+        plan = view.plan(os.path.abspath(p) for p in hide if p and p != "-")
         self.config: dict[str, Any] = {
             "parent": os.getpid(),
             "limits": asdict(limits),
-            "hide": [os.path.abspath(p) for p in hide if p and p != "-"],
+            "view": asdict(plan),
             "isolation": isolation or os.environ.get(ISOLATION_ENV) or "auto",
             "tmp": tempfile.gettempdir(),
         }

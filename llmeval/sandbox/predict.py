@@ -67,7 +67,7 @@ def _statement_calls(stmt: ast.stmt, names: dict[str, str]) -> list[Any] | None:
     if not isinstance(stmt, _STRAIGHT):
         return None
     root = stmt.test if isinstance(stmt, ast.Assert) else stmt  # the message runs on failure only
-    calls = []
+    calls: list[Any] = []
     for node in _post_order(root):
         if isinstance(node, _STOP_INSIDE):
             return None
@@ -112,4 +112,12 @@ def predict(test: str, style: str, names: dict[str, str]) -> list[tuple[str, tup
         predicted.extend(calls)
         if len(predicted) >= MAX_PREDICTED:
             return predicted[:MAX_PREDICTED]
+        if isinstance(stmt, ast.Assert) and stmt.msg is not None and _calls_anything(stmt.msg):
+            # `assert candidate(1) == 2, str(candidate(1))`: when it fails, its message calls
+            # again; nothing after it can be predicted without risking a re-run.
+            break
     return predicted
+
+
+def _calls_anything(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) for n in ast.walk(node))

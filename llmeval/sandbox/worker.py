@@ -481,7 +481,7 @@ class Worker:
         self.turn = 0
         self.mispredicted = 0
         self.notes: list[str] = []
-        self.view = views.plan(config.get("hide", ()))
+        self.view = views.View(**config["view"]) if "view" in config else views.plan()
         try:
             self._start()
         except BaseException:

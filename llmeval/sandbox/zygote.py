@@ -134,9 +134,7 @@ def anchor(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cove
             | kernel.CLONE_NEWUTS
         )
     except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        sock.send(json_dumps({"ok": False, "error": f"namespaces: {exc.args[-1]}{where}"}))
-        os._exit(1)
+        _setup_failed(sock, "namespaces", exc)
     pid = os.fork()
     if pid == 0:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -168,12 +166,9 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
         per_candidate = kernel.build_filter(["mount", "umount2"])
         own.install()
     except (OSError, ValueError) as exc:
-        sock.send(json_dumps({"ok": False, "error": f"sandbox setup: {exc.args[-1]}"}))
-        os._exit(1)
-    how = candidate.Containment(
-        memory_mb=cfg["memory_mb"],
-        output_bytes=cfg["output_bytes"],
-        open_files=cfg["open_files"],
+        _setup_failed(sock, "sandbox setup", exc)
+    how = _containment(
+        cfg,
         # Counted per uid of this user namespace: the zygote and the anchor share the
         # candidate's uid unless root mapped them apart.
         processes=cfg["processes"] + (0 if root or not cfg["userns"] else 2),
@@ -194,18 +189,10 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
             kernel.mount("tmpfs", "/tmp", "tmpfs", TMP_FLAGS, tmp_opts)
             fresh_tmp.append(_tmp_state())
         os.chdir("/tmp")  # inherited: cheaper here than in the child
-        call_r, call_w = os.pipe()
-        result_r, result_w = os.pipe()
-        output = os.memfd_create("output", 0)
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            gc.enable()
-            candidate.start(call_r, result_w, output, "", how)
-        os.chdir("/")
-        os.close(call_r)
-        os.close(result_w)
-        return pid, output, (call_w, result_r)
+        try:
+            return _fork_candidate(sock, "", how)
+        finally:
+            os.chdir("/")
 
     def cleanup(pid: int) -> int:
         status = _kill_all(pid)
@@ -262,6 +249,42 @@ def _tmp_state() -> tuple[Any, ...]:
         os.listxattr("/tmp"),
         st.st_mode, st.st_uid, st.st_gid, st.st_nlink, st.st_mtime_ns, st.st_ctime_ns,
     )  # fmt: skip
+
+
+def _fork_candidate(
+    sock: socket.socket, workdir: str, how: candidate.Containment, in_child: Any = None
+) -> tuple[int, int, tuple[int, int]]:
+    """Fork a candidate wired to two new pipes and a new output memfd; (pid, output fd,
+    the worker's pipe ends)."""
+    call_r, call_w = os.pipe()
+    result_r, result_w = os.pipe()
+    output = os.memfd_create("output", 0)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the candidate
+        sock.close()
+        gc.enable()
+        if in_child is not None:
+            in_child(how)
+        candidate.start(call_r, result_w, output, workdir, how)
+    os.close(call_r)
+    os.close(result_w)
+    return pid, output, (call_w, result_r)
+
+
+def _setup_failed(sock: socket.socket, stage: str, exc: Exception) -> None:
+    """Tell the worker what did not bind, and go."""
+    where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+    sock.send(json_dumps({"ok": False, "error": f"{stage}: {exc.args[-1]}{where}"}))
+    os._exit(1)
+
+
+def _containment(cfg: dict[str, Any], **how: Any) -> candidate.Containment:
+    return candidate.Containment(
+        memory_mb=cfg["memory_mb"],
+        output_bytes=cfg["output_bytes"],
+        open_files=cfg["open_files"],
+        **how,
+    )
 
 
 def _wait_done(sock: socket.socket, limit: int) -> bool | None:
@@ -510,12 +533,9 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
         except OSError:
             seccomp = False
     except (OSError, ValueError) as exc:
-        sock.send(json_dumps({"ok": False, "error": f"sandbox setup: {exc.args[-1]}"}))
-        os._exit(1)
-    how = candidate.Containment(
-        memory_mb=cfg["memory_mb"],
-        output_bytes=cfg["output_bytes"],
-        open_files=cfg["open_files"],
+        _setup_failed(sock, "sandbox setup", exc)
+    how = _containment(
+        cfg,
         landlock_abi=abi,
         devnull=devnull,
     )
@@ -528,22 +548,11 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
         count += 1
         workdir = os.path.join(scratch, f"c{count}")
         os.mkdir(workdir, 0o700)
-        call_r, call_w = os.pipe()
-        result_r, result_w = os.pipe()
-        output = os.memfd_create("output", 0)
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            gc.enable()
-            how.extra_env = {"HOME": workdir, "TMPDIR": workdir}
-            if seccomp:
-                how.filter = kernel.build_filter(
-                    no_processes=True, no_sockets=True, signal_only=os.getpid()
-                )
-            candidate.start(call_r, result_w, output, workdir, how)
-        os.close(call_r)
-        os.close(result_w)
-        return pid, output, (call_w, result_r)
+        return _fork_candidate(sock, workdir, how, child_filter if seccomp else None)
+
+    def child_filter(how: candidate.Containment) -> None:
+        how.extra_env = {"HOME": workdir, "TMPDIR": workdir}
+        how.filter = kernel.build_filter(no_processes=True, no_sockets=True, signal_only=os.getpid())
 
     janitor = _janitor(sock, devnull)
 
