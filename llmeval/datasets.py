@@ -154,7 +154,7 @@ def _find(
     return None
 
 
-def _package_file(spec: DatasetSpec) -> Path | None:
+def package_file(spec: DatasetSpec) -> Path | None:
     import importlib.util
 
     if spec.package is None or spec.package_file is None:
@@ -164,6 +164,19 @@ def _package_file(spec: DatasetSpec) -> Path | None:
         return None
     path = Path(list(found.submodule_search_locations)[0]) / spec.package_file
     return path if path.exists() else None
+
+
+def data_locations(data_dirs: list[str] | None = None) -> list[Path]:
+    """Every place dataset files (with their answers) may live here: the search
+    directories, the hub download cache, and the data directories of packages
+    that ship a dataset. The sandbox hides all of them from candidates."""
+    places = [d for _, d in search_dirs(data_dirs)]
+    places.append(paths.datasets_dir())
+    for spec in REGISTRY.values():
+        found = package_file(spec)
+        if found is not None:
+            places.append(found.parent)
+    return places
 
 
 def hub_file(spec: DatasetSpec, split: str | None = None) -> Path:
@@ -183,7 +196,7 @@ def locate(
             return Resolution(spec, hit[0], why, searched, base=hit[1], pattern=hit[2])
         searched.append(str(d))
     if spec.package is not None:
-        path = _package_file(spec)
+        path = package_file(spec)
         if path is not None:
             return Resolution(spec, path, "package", searched)
         searched.append(f"{spec.name} package {spec.package} (not installed)")

@@ -230,10 +230,12 @@ class Counts:
 
 
 class LazyPool:
-    """Starts the sandbox pool only when the first code record arrives."""
+    """Starts the sandbox pool only when the first code record arrives. ``hide``: the run's
+    own files (inputs, outputs), kept from candidates even where they would be visible."""
 
-    def __init__(self, workers: int, limits: Any, log: Any):
+    def __init__(self, workers: int, limits: Any, log: Any, hide: Iterable[str] = ()):
         self.workers, self.limits, self.log = workers, limits, log
+        self.hide = [p for p in hide if p]
         self.pool: Any = None
 
     def map(self, jobs: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
@@ -245,7 +247,7 @@ class LazyPool:
 
         from llmeval.sandbox import SandboxPool
 
-        self.pool = SandboxPool(self.workers, self.limits)
+        self.pool = SandboxPool(self.workers, self.limits, hide=self.hide)
         self.log(self.pool.description)
         yield from self.pool.map(chain([first], it))
 
@@ -352,12 +354,16 @@ def _no_code(jobs: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
 
 
 def _detail(verdict: Any) -> str | None:
+    """The verdict's detail and the last line the program printed, capped (a few KB with a
+    marker: a candidate decides how long its messages are)."""
+    from llmeval.sandbox import cap
+
     detail = verdict.detail
     if verdict.output and verdict.status != PASS:
         tail = verdict.output.strip().splitlines()[-1:] if verdict.output.strip() else []
         if tail:
             detail = f"{detail}; output: {tail[0][:200]}" if detail else f"output: {tail[0][:200]}"
-    return detail
+    return cap(detail) if detail else detail
 
 
 # ---------------------------------------------------------------------------- command line
@@ -435,7 +441,9 @@ class Score(cli.Command):
                 model=",".join(sorted(c.models))[:60],
             )
 
-        pool = LazyPool(workers, limits, self.log)
+        pool = LazyPool(
+            workers, limits, self.log, hide=[*(args.inputs or []), args.output, args.run_dir]
+        )
         try:
             for rec in score(
                 self.records(),

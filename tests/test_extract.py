@@ -29,7 +29,7 @@ from llmeval.extract import (
         ("First 5, then 7, finally -2.", "-2"),
         ("#### 42\nQuestion: what is 7?", "42"),
         ("no digits here", None),
-        ("#### none\n but 12 earlier", None if False else "12"),
+        ("#### none\n but 12 earlier", "12"),
     ],
 )
 def test_extract_number(text, expected):
@@ -203,3 +203,109 @@ def test_new_extractions_stay_linear_on_10mb_of_hostile_text(name):
     extract_choice_text(text, ["yes", "no", "maybe", "tracheoesophageal fistula"])
     # quadratic behaviour on 10 MB would take hours; linear takes about a second here
     assert time.monotonic() - started < 30
+
+
+# ---------------------------------------------------------------- untrusted text, linear time
+
+# The regular expressions eval-score used before they were made linear: the reference
+# that the fast versions must agree with on every input (they backtrack quadratically on
+# some long inputs, so they only see short ones here).
+OLD_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def old_sanitize(text, entry_point=None):
+    blocks = [(lang.lower(), body) for lang, body in OLD_FENCE.findall(text)]
+    if blocks:
+        py = [b for lang, b in blocks if lang in ("", "python", "py", "python3")] or [
+            b for _, b in blocks
+        ]
+        if entry_point:
+            for body in py:
+                if re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", body):
+                    return body.rstrip() + "\n"
+        return "\n\n".join(b.rstrip() for b in py) + "\n"
+    m = re.compile(r"^(?:def |async def |class |import |from |@)", re.M).search(text)
+    return text[m.start() :] if m else text
+
+
+def old_number(completion):
+    number = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\$?\.\d+")
+    if "####" in completion:
+        found = (
+            number.findall(completion.rsplit("####", 1)[1])[:1] or number.findall(completion)[-1:]
+        )
+    else:
+        found = number.findall(completion)[-1:]
+    for candidate in found:
+        value = normalize_number(candidate)
+        if value is not None:
+            return value
+    return None
+
+
+def old_choice(completion, n_choices=4):
+    letters = "ABCDEFGHIJ"[: max(1, min(n_choices, 10))]
+    cls = f"[{letters}]"
+    for pattern in (
+        rf"(?i:answer)(?:\s+is)?\s*[:\-]?\s*\(?({cls})\b",
+        rf"^\s*\(?({cls})(?:[\).:]|\s*$|\s*\n)",
+        rf"\(({cls})\)",
+        rf"\b({cls})[\).:](?:\s|$)",
+    ):
+        m = re.search(pattern, completion)
+        if m:
+            return m.group(1)
+    return None
+
+
+PIECES = [
+    "```", "```python", "```py ", "```js", "\n", " ", "  ", "\t", "def f(", "def g (", "x", "A",
+    "B", "(C)", "D.", "E:", "answer", "Answer", "ANSWER is", " is ", ":", "-", "(", ")", "####",
+    "12", "1,234", "$5", ".5", "-3", "3.14", "a", "import os", "return 1", "@", "class K",
+]  # fmt: skip
+
+
+def test_fast_extractors_agree_with_the_reference_regexes():
+    rng = random.Random(7)
+    for _ in range(4000):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 30)))
+        for entry in (None, "f", "g"):
+            assert sanitize_code(text, entry) == old_sanitize(text, entry), (text, entry)
+        assert extract_number(text) == old_number(text), text
+        for n in (2, 4, 10):
+            assert extract_choice(text, n) == old_choice(text, n), (text, n)
+
+
+WORST_FOR_OLD_REGEXES = {
+    "fences without a newline": "```" * 3_400_000,
+    "empty fenced blocks": "```\n" * 2_500_000,
+    "python blocks": "```python\ndef f(x):\n    return x\n```\n" * 250_000,
+    "answer then spaces": "answer" + " " * 10_000_000,
+    "answers": ("Answer is " + " " * 40 + "- ") * 190_000,
+    "digits": "1" * 10_000_000,
+    "dotted numbers": "1." * 5_000_000,
+    "spaces": " " * 10_000_000,
+    "letters": "A. " * 3_400_000,
+    "hashes": "####1 " * 1_700_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(WORST_FOR_OLD_REGEXES))
+def test_ten_megabytes_cost_a_bounded_time(name):
+    """eval-score's own process parses untrusted text: 10 MB of the worst shapes for the
+    old regexes (each took minutes or more) take well under a second here, and ten times
+    the text costs about ten times the time (linear, not quadratic)."""
+    big = WORST_FOR_OLD_REGEXES[name]
+    small = big[: len(big) // 10]
+
+    def cost(text):
+        t = time.perf_counter()
+        sanitize_code(text, "f")
+        extract_number(text)
+        extract_choice(text, 4)
+        return time.perf_counter() - t
+
+    cost(small)  # warm the pattern caches
+    t_small, t_big = min(cost(small) for _ in range(2)), cost(big)
+    assert t_big < 2.5, f"{name}: {t_big:.2f} s for {len(big) >> 20} MB"
+    assert t_big < 25 * t_small + 0.05, f"{name}: {t_small:.3f} s -> {t_big:.3f} s (not linear)"

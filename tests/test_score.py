@@ -330,3 +330,22 @@ def test_verdicts_equal_the_official_harness_on_real_model_outputs():
     assert mismatches == []
     passed = sum(o[0] for o in official)
     assert 0 < passed < len(samples)  # right and wrong ones both
+
+
+def test_score_detail_is_capped(pool):
+    """A candidate decides how long its messages and output are; score.detail is capped
+    (a few KB, with a marker) so one record cannot weigh megabytes."""
+    from llmeval.sandbox import DETAIL_MAX
+
+    base = next(resolve(["humaneval"], limit=1))
+    recs = [
+        with_completion(base, "    raise ValueError('v' * (5 << 20))\n", 0),
+        with_completion(base, "    print('p' * 100000)\n    return 7\n", 1),
+    ]
+    out = list(score(numbered(recs), pool, run_id="s"))
+    for r in out:
+        assert r["score"]["status"] == FAIL
+        assert len(r["score"]["detail"]) <= DETAIL_MAX + 60, len(r["score"]["detail"])
+    assert out[0]["score"]["detail"].startswith("ValueError: vvvv")
+    assert "output: pppp" in out[1]["score"]["detail"]
+    assert len(orjson.dumps(out[0])) < 20_000
