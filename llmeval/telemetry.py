@@ -21,12 +21,20 @@ HISTORY = 120  # points kept; at the default interval that is the last ~10 minut
 
 class Heartbeat:
     def __init__(
-        self, path: Path, *, run: dict[str, Any], info: dict[str, Any], interval: float = 5.0
+        self,
+        path: Path,
+        *,
+        run: dict[str, Any],
+        info: dict[str, Any],
+        interval: float | None = None,
     ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run = run
-        self.interval = interval
+        # docs/monitor.md: every few seconds, $LLMEVAL_HEARTBEAT_S (default 5).
+        self.interval = (
+            interval if interval is not None else float(os.environ.get("LLMEVAL_HEARTBEAT_S") or 5.0)
+        )
         self.started = time.time()
         self.state: dict[str, Any] = {
             "type": "metrics",
