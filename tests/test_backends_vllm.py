@@ -340,7 +340,9 @@ def test_stdout_carries_only_jsonl(vllm_standin, tmp_path):
     """vLLM logs to stdout and its workers inherit descriptor 1: none of it may reach the JSONL."""
     folder = model_folder(tmp_path)
     src = prompts_file(tmp_path, RECS[:3])
-    out = run_cmd(["eval-generate", str(src), "--model", str(folder), "--backend", "vllm", "--no-cache"],
+    # An option outside llmeval's table makes eval-generate import vllm early, to check it.
+    out = run_cmd(["eval-generate", str(src), "--model", str(folder), "--backend", "vllm", "--no-cache",
+                   "--engine", "max_parallel_loading_workers=2"],
                   env={"PYTHONPATH": f"{STUBS}:{REPO}"})
     assert out.returncode == 0, out.stderr.decode()
     lines = out.stdout.splitlines()

@@ -132,7 +132,10 @@ def _vllm_engine_fields() -> frozenset[str]:
     try:
         import dataclasses
 
-        from vllm.engine.arg_utils import EngineArgs
+        from llmeval.backends.vllm import stdout_to_stderr
+
+        with stdout_to_stderr():  # importing vllm configures its logger: on stderr, please
+            from vllm.engine.arg_utils import EngineArgs
 
         return frozenset(f.name for f in dataclasses.fields(EngineArgs))
     except Exception:  # a broken install: only the table above is known

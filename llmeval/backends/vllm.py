@@ -185,8 +185,12 @@ class VLLMBackend(Backend):
         )
         if self._final_only is not None:
             # Only the final output of each request: what LLM.generate asks for
-            # (vllm/entrypoints/llm.py, LLM._validate_and_add_requests).
-            params.output_kind = self._final_only
+            # (vllm/entrypoints/llm.py, LLM._validate_and_add_requests). Without it
+            # step() also returns running requests, which are skipped below.
+            try:
+                params.output_kind = self._final_only
+            except (AttributeError, TypeError):
+                pass
         return params
 
     def _jobs(self, requests: list[Request]) -> Iterator[Completion | _Job]:
