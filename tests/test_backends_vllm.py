@@ -356,3 +356,18 @@ def test_wrong_engine_arg_fails_like_vllm(vllm_standin):
         vllm_standin.LLM("org/model", max_num_seq=4)
     with pytest.raises(ValueError, match="top_p must be in"):
         vllm_standin.SamplingParams(top_p=0.0)
+
+
+def test_settings_the_engine_refuses_are_one_line(vllm_standin, tmp_path):
+    folder = model_folder(tmp_path)
+    src = prompts_file(tmp_path, RECS[:1])
+    env = {"PYTHONPATH": f"{STUBS}:{REPO}"}
+    for flag, message in (
+        ("quantization=nonsense", "ValueError: Unknown quantization method: nonsense."),
+        ("tensor_parallel_size=16", "ValueError: The number of required GPUs exceeds"),
+    ):
+        out = run_cmd(["eval-generate", str(src), "--model", str(folder), "--backend", "vllm",
+                       "--no-cache", "--engine", flag], env=env)
+        assert out.returncode == 1 and out.stdout == b""
+        last = out.stderr.decode().splitlines()[-1]
+        assert last.startswith(f"eval-generate: error: vLLM could not load '{folder}': {message}")

@@ -130,6 +130,29 @@ def test_generate_adds_documented_fields_and_caches(tmp_path):
     assert all(r["cached"] for r in again)
 
 
+def test_greedy_samples_share_one_generation_and_the_cache(tmp_path):
+    """Greedy has nothing to draw: one generation per prompt, a cached index answers the others."""
+    from llmeval.cache import GenerationCache
+
+    recs = [{"id": f"d/{i}", "prompt": f"p{i}", "stop": []} for i in range(2)]
+    be = EchoBackend()
+    out = list(generate(numbered(recs), be, Settings(0.0, 1.0, 16, 3, 7, 64), run_id="r", preset_name="b"))
+    assert [r.samples for r in be.calls[0]] == [[0, 1, 2], [0, 1, 2]]
+    assert all(r.seeds == [None, None, None] for r in be.calls[0])
+    cache = GenerationCache(tmp_path / "c")
+    list(generate(numbered(recs), EchoBackend(), SETTINGS, run_id="r", preset_name="b", cache=cache))
+    be3, tally = EchoBackend(), Tally()
+    again = list(
+        generate(numbered(recs), be3, Settings(0.0, 1.0, 16, 3, 7, 64), run_id="r", preset_name="b",
+                 cache=cache, tally=tally)
+    )
+    assert be3.calls == [] and tally.cached == 6 and tally.generated == 0
+    assert {(r["id"], r["completion"]) for r in again} == {("d/0", "p0#0"), ("d/1", "p1#0")}
+    assert len({r["key"] for r in again}) == 6 and len(out) == 6
+    # The siblings were stored under their own keys: a later lookup hits directly.
+    assert all(cache.get(r["key"])["completion"] == r["completion"] for r in again)
+
+
 def test_resume_skips_done_keys_and_errors_are_records(tmp_path):
     recs = [{"id": f"d/{i}", "prompt": f"p{i}", "stop": []} for i in range(4)]
     be = EchoBackend(fail_on="p2")

@@ -147,8 +147,10 @@ class VLLMBackend(Backend):
                 self._llm = vllm.LLM(model=materialize(self.model), **args)
             except TypeError as exc:  # an option this vLLM does not have
                 raise StageError(f"vLLM refused the engine settings: {exc}") from None
-            except (ValueError, RuntimeError, OSError) as exc:
-                raise StageError(f"vLLM could not load {self.model.name!r}: {exc}") from None
+            except Exception as exc:  # config checks, CUDA out of memory, a missing model...
+                raise StageError(
+                    f"vLLM could not load {self.model.name!r}: {type(exc).__name__}: {exc}"
+                ) from None
         self._vllm = vllm
         self._tok = self._llm.get_tokenizer()
         engine = getattr(self._llm, "llm_engine", None)
@@ -245,6 +247,7 @@ class VLLMBackend(Backend):
             try:
                 self._add(rid, job)
             except Exception as exc:  # the engine's own input checks (length, vocabulary)
+                self._dead_check(exc)
                 yield from self._failed(job, f"vLLM refused the request: {type(exc).__name__}: {exc}")
                 continue
             inflight[rid] = job
