@@ -28,8 +28,10 @@ Hooks for tests (class attributes of :class:`LLM`, reset by the fixture):
 while that request runs), ``dead_on`` (same, but the engine dies:
 ``EngineDeadError`` for every later call), ``leftovers`` (True: a failed
 ``LLM.generate`` leaves the requests it had added in the engine, as vLLM
-<= 0.9 did), ``available_gpus``, ``stdout_noise`` (print to stdout and start a
-child that writes to descriptor 1 while loading, as vLLM's logger and workers do).
+<= 0.9 did), ``available_gpus``, ``worker_output`` (start a child process that
+writes to descriptor 1 while loading, as vLLM's EngineCore and workers do; the
+logger, :mod:`vllm.logger`, writes to stdout unless ``VLLM_LOGGING_STREAM``
+says otherwise, as vLLM's does).
 """
 
 from vllm.entrypoints.llm import LLM
