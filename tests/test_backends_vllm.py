@@ -247,7 +247,7 @@ def test_heartbeat_carries_engine_figures_and_run_is_never_stalled(vllm_standin,
     while proc.poll() is None and time.time() < deadline:
         time.sleep(1.0)
         if metrics.exists():
-            snap = run_cmd(["eval-monitor", str(tmp_path), "--once", "--json", "--stall", "2"])
+            snap = run_cmd(["eval-monitor", str(tmp_path), "--once", "--json", "--stall", "5"])
             snaps.append(orjson.loads(snap.stdout))
     proc.wait(30)
     assert proc.returncode == 0, proc.stderr.read().decode()
