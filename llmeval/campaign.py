@@ -8,11 +8,19 @@
 
 Result tree (one file per model, dataset and stage)::
 
-    <output>/<campaign>/prompts/<dataset>.jsonl            eval-resolve
+    <output>/<campaign>/prompts/<dataset>.jsonl            eval-resolve (<dataset>.chat.jsonl for chat models)
     <output>/<campaign>/<model>/<dataset>.gen.jsonl        eval-generate (+ .metrics.json, .runs.jsonl)
     <output>/<campaign>/<model>/<dataset>.scored.jsonl     eval-score    (+ .metrics.json, .runs.jsonl)
     <output>/<campaign>/summary.jsonl, summary.md          eval-aggregate --compare
     <output>/<campaign>/logs/, slurm/, slurm_jobs.json     SLURM logs, rendered scripts, job ids
+
+Per model: its preset, backend, chat or completion prompts (``chat``), system
+prompt, tensor parallelism, context length and any engine option (an
+``engine`` table: [engine] keys, ``vllm.LLM(...)`` or ``from_pretrained``
+arguments) reach its eval-generate command as flags (``--engine KEY=VALUE``),
+and its GPUs (tensor x pipeline parallel size), CPUs, memory and time size its
+own SLURM request: models with the same resources share a job array, a model
+that needs 4 GPUs gets an array of its own.
 
 Each step writes ``<file>.done`` when it completes; a step whose stamp exists
 is skipped, and an unfinished one resumes from its partial file (the stages
@@ -58,6 +66,8 @@ TOP_KEYS = {
     "limit",
     "data_dirs",
     "chat",
+    "system_prompt",
+    "engine",
     "models",
     "slurm",
     *SAMPLING,
@@ -73,8 +83,12 @@ MODEL_KEYS = {
     "datasets",
     "base_url",
     "max_model_len",
+    "system_prompt",
+    "engine",
+    "slurm",
     *SAMPLING,
 }
+MODEL_SLURM_KEYS = {"partition", "gpus", "cpus_per_task", "mem", "time"}
 SLURM_KEYS = {
     "partition",
     "score_partition",
@@ -102,9 +116,13 @@ class ModelEntry:
     backend: str | None = None
     chat: bool = False
     tensor_parallel_size: int | None = None
+    pipeline_parallel_size: int | None = None
     base_url: str | None = None
     max_model_len: int | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
+    system_prompt: str | None = None
+    engine_flags: list[str] = field(default_factory=list)  # --engine KEY=VALUE for eval-generate
+    slurm: dict[str, Any] = field(default_factory=dict)  # this model's own SLURM requests
 
 
 @dataclass
@@ -120,6 +138,10 @@ class Campaign:
     def datasets(self) -> list[str]:
         return sorted({d for m in self.models for d in m.datasets})
 
+    def prompt_sets(self) -> list[tuple[str, bool]]:
+        """The (dataset, chat) prompt files the models need: chat models read chat prompts."""
+        return sorted({(d, m.chat) for m in self.models for d in m.datasets})
+
     def model(self, label: str) -> ModelEntry:
         for m in self.models:
             if m.label == label:
@@ -131,8 +153,9 @@ class Campaign:
     def file(self, label: str, dataset: str, stage: str) -> Path:
         return self.root / label / f"{dataset}.{'gen' if stage == 'generate' else 'scored'}.jsonl"
 
-    def prompts(self, dataset: str) -> Path:
-        return self.root / "prompts" / f"{Path(dataset).name.split('.')[0]}.jsonl"
+    def prompts(self, dataset: str, chat: bool = False) -> Path:
+        stem = Path(dataset).name.split(".")[0]
+        return self.root / "prompts" / f"{stem}{'.chat' if chat else ''}.jsonl"
 
 
 def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
@@ -174,9 +197,20 @@ def load_campaign(path: str, output: str | None = None) -> Campaign:
         spec = REGISTRY.get(ds)
         return spec.category if spec else "custom"
 
+    from llmeval.backends.options import engine_flags
+    from llmeval.presets import PresetError
+
+    def flags_of(where: str, table: dict[str, Any]) -> list[str]:
+        try:
+            return engine_flags(p, table, where)
+        except PresetError as exc:
+            raise CampaignError(str(exc)) from None
+
+    top_engine = flags_of("engine", data.get("engine", {}))
     models = []
     for i, m in enumerate(data["models"]):
         _check_keys(p, f"models[{i}].", m, MODEL_KEYS)
+        _check_keys(p, f"models[{i}].slurm.", m.get("slurm", {}), MODEL_SLURM_KEYS)
         if "model" not in m:
             raise CampaignError(f'{path}: models[{i}] has no model = "..."')
         if m.get("datasets"):
@@ -189,6 +223,19 @@ def load_campaign(path: str, output: str | None = None) -> Campaign:
         sampling = {k: data[k] for k in SAMPLING if k in data} | {
             k: m[k] for k in SAMPLING if k in m
         }
+        engine_table = dict(m.get("engine", {}))
+        for key in ("tensor_parallel_size", "max_model_len"):
+            if m.get(key) is not None:
+                if key in engine_table:
+                    raise CampaignError(
+                        f"{path}: models[{i}] sets {key} twice (as {key} and as engine.{key})"
+                    )
+                engine_table[key] = m[key]
+        model_flags = flags_of(f"models[{i}].engine", engine_table)
+        tp = engine_table.get("tensor_parallel_size")
+        pp = (engine_table.get("vllm") or {}).get(
+            "pipeline_parallel_size", engine_table.get("pipeline_parallel_size")
+        )
         models.append(
             ModelEntry(
                 label=label,
@@ -197,10 +244,14 @@ def load_campaign(path: str, output: str | None = None) -> Campaign:
                 datasets=datasets,
                 backend=m.get("backend"),
                 chat=bool(m.get("chat", data.get("chat", False))),
-                tensor_parallel_size=m.get("tensor_parallel_size"),
+                tensor_parallel_size=int(tp) if tp else None,
+                pipeline_parallel_size=int(pp) if pp else None,
                 base_url=m.get("base_url"),
-                max_model_len=m.get("max_model_len"),
+                max_model_len=m.get("max_model_len", engine_table.get("max_model_len")),
                 sampling=sampling,
+                system_prompt=m.get("system_prompt", data.get("system_prompt")),
+                engine_flags=top_engine + model_flags,
+                slurm=dict(m.get("slurm", {})),
             )
         )
     labels = [m.label for m in models]
@@ -232,13 +283,19 @@ def _run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> None:
         raise CampaignError(f"step failed with exit status {rc}: {' '.join(cmd[:4])} ...")
 
 
-def step(c: Campaign, stage: str, label: str | None = None, dataset: str | None = None) -> bool:
+def step(
+    c: Campaign,
+    stage: str,
+    label: str | None = None,
+    dataset: str | None = None,
+    chat: bool = False,
+) -> bool:
     """Run one step unless its stamp exists; return whether it ran."""
     py = sys.executable
     if stage == "resolve":
         if dataset is None:
             raise UsageError("step --stage resolve needs --dataset NAME")
-        target = c.prompts(dataset)
+        target = c.prompts(dataset, chat)
         if _stamp(target).exists():
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +305,7 @@ def step(c: Campaign, stage: str, label: str | None = None, dataset: str | None 
             cmd += ["--data-dir", d]
         if c.limit:
             cmd += ["--limit", str(c.limit)]
-        if any(m.chat for m in c.models if dataset in m.datasets):
+        if chat:
             cmd += ["--chat"]
         tmp.unlink(missing_ok=True)
         _run(cmd)
@@ -282,13 +339,13 @@ def step(c: Campaign, stage: str, label: str | None = None, dataset: str | None 
         return False
     out.parent.mkdir(parents=True, exist_ok=True)
     if stage == "generate":
-        if not _stamp(c.prompts(dataset)).exists():
-            step(c, "resolve", dataset=dataset)
+        if not _stamp(c.prompts(dataset, m.chat)).exists():
+            step(c, "resolve", dataset=dataset, chat=m.chat)
         cmd = [
             py,
             "-m",
             "llmeval.generate",
-            str(c.prompts(dataset)),
+            str(c.prompts(dataset, m.chat)),
             "--model",
             m.model,
             "--label",
@@ -302,6 +359,10 @@ def step(c: Campaign, stage: str, label: str | None = None, dataset: str | None 
             cmd += ["--backend", m.backend]
         if m.base_url:
             cmd += ["--base-url", m.base_url]
+        for flag in m.engine_flags:
+            cmd += ["--engine", flag]
+        if m.system_prompt:
+            cmd += ["--system-prompt", m.system_prompt]
         for k in SAMPLING:
             if k in m.sampling:
                 cmd += ["-n" if k == "n" else f"--{k.replace('_', '-')}", str(m.sampling[k])]
@@ -332,26 +393,63 @@ def run_task(c: Campaign, task: int, stages: tuple[str, ...] = ("generate", "sco
 # ---------------------------------------------------------------------------- SLURM
 
 
-def slurm_resources(c: Campaign) -> dict[str, Any]:
-    """Requests for the generation array: the campaign's [slurm] over the models' presets (the largest)."""
+RESOURCE_KEYS = ("gpus", "cpus_per_task", "mem", "time", "partition")
+
+
+def model_resources(c: Campaign, m: ModelEntry) -> dict[str, Any]:
+    """What one model's array task asks SLURM for.
+
+    Its preset's [slurm] table, then the campaign's [slurm], then the model's
+    own ``slurm`` table. A GPU task gets one GPU per tensor x pipeline
+    parallel rank (``tensor_parallel_size``, also from ``engine`` or the
+    preset), unless the model's ``slurm.gpus`` says otherwise; a model served
+    elsewhere (``backend = "openai"``) needs none.
+    """
     from llmeval.presets import load_preset
 
-    res: dict[str, Any] = {"gpus": 0, "cpus_per_task": 1, "mem": "4G", "time": "01:00:00"}
-    for m in c.models:
-        p = load_preset(m.preset)
-        s = p["slurm"]
-        gpus = (
-            int(m.tensor_parallel_size or p["engine"].get("tensor_parallel_size", 1))
-            if s.get("gpus")
-            else 0
+    p = load_preset(m.preset)
+    s = p["slurm"]
+    res: dict[str, Any] = {
+        "gpus": int(s.get("gpus", 0)),
+        "cpus_per_task": int(s.get("cpus_per_task", 1)),
+        "mem": s.get("mem", "4G"),
+        "time": s.get("time", "01:00:00"),
+        "partition": None,
+    }
+    res.update({k: v for k, v in c.slurm.items() if k in RESOURCE_KEYS})
+    res.update(m.slurm)
+    if m.backend == "openai":
+        res["gpus"] = 0
+    elif res["gpus"] and "gpus" not in m.slurm:
+        engine = p["engine"]
+        tp = m.tensor_parallel_size or int(engine.get("tensor_parallel_size") or 1)
+        pp = m.pipeline_parallel_size or int(
+            (engine.get("vllm") or {}).get("pipeline_parallel_size") or 1
         )
-        if m.backend in ("openai",):
-            gpus = 0
-        res["gpus"] = max(res["gpus"], gpus)
-        res["cpus_per_task"] = max(res["cpus_per_task"], int(s.get("cpus_per_task", 1)))
-        res["mem"] = _max_mem(res["mem"], s.get("mem", "4G"))
-        res["time"] = max(res["time"], s.get("time", "01:00:00"))
-    res.update({k: v for k, v in c.slurm.items() if k in ("gpus", "cpus_per_task", "mem", "time")})
+        res["gpus"] = max(1, tp * pp)
+    return res
+
+
+def resource_profiles(
+    c: Campaign, tasks: list[int] | None = None
+) -> list[tuple[dict[str, Any], list[int]]]:
+    """Tasks grouped by identical resources: one job array per group, in task order."""
+    groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[int]]] = {}
+    for i in tasks if tasks is not None else range(len(c.models)):
+        res = model_resources(c, c.models[i])
+        key = tuple(res.get(k) for k in RESOURCE_KEYS)
+        groups.setdefault(key, (res, []))[1].append(i)
+    return list(groups.values())
+
+
+def slurm_resources(c: Campaign) -> dict[str, Any]:
+    """The largest request over the campaign's models (a summary; arrays use each model's own)."""
+    res: dict[str, Any] = {"gpus": 0, "cpus_per_task": 1, "mem": "4G", "time": "01:00:00"}
+    for r, _ in resource_profiles(c):
+        res["gpus"] = max(res["gpus"], int(r["gpus"]))
+        res["cpus_per_task"] = max(res["cpus_per_task"], int(r["cpus_per_task"]))
+        res["mem"] = _max_mem(res["mem"], r["mem"])
+        res["time"] = max(res["time"], r["time"])
     return res
 
 
@@ -372,9 +470,13 @@ def render(
     resources: dict[str, Any] | None = None,
     partition: str | None = None,
 ) -> str:
-    """The sbatch script of an array over ``tasks`` running ``stage`` (gen+score, generate, or score)."""
-    res = resources or slurm_resources(c)
+    """The sbatch script of an array over ``tasks`` running ``stage`` (gen+score, generate, or score).
+
+    Without ``resources``, ``tasks`` must share one resource profile (see
+    :func:`resource_profiles`); the first task's resources are used.
+    """
     ids = tasks if tasks is not None else list(range(len(c.models)))
+    res = resources or model_resources(c, c.models[ids[0]])
     array = (
         ",".join(str(i) for i in ids)
         if ids != list(range(len(c.models)))
@@ -382,7 +484,7 @@ def render(
     )
     throttle = c.slurm.get("max_parallel")
     lines = []
-    part = partition or c.slurm.get("partition")
+    part = partition or res.get("partition") or c.slurm.get("partition")
     if part:
         lines.append(f"#SBATCH --partition={part}")
     if res.get("gpus"):
@@ -435,44 +537,58 @@ def submit(c: Campaign, tasks: list[int] | None = None) -> dict[str, Any]:
     d.mkdir(parents=True, exist_ok=True)
     (c.root / "logs").mkdir(parents=True, exist_ok=True)
     jobs: dict[str, Any] = {}
-    if c.slurm.get("score_partition"):
-        gen = d / "generate.sbatch"
-        gen.write_text(render(c, stage="generate", tasks=tasks))
-        jobs["generate"] = sbatch(gen)
-        score = d / "score.sbatch"
-        cpu = {**slurm_resources(c), "gpus": 0}
-        score.write_text(
-            render(
-                c, stage="score", tasks=tasks, resources=cpu, partition=c.slurm["score_partition"]
-            ).replace(
-                "#SBATCH --job-name",
-                f"#SBATCH --dependency=aftercorr:{jobs['generate']}\n#SBATCH --job-name",
-                1,
+    arrays: list[dict[str, Any]] = []
+    last: list[str] = []
+    profiles = resource_profiles(c, tasks)
+    for n, (res, ids) in enumerate(profiles):
+        suffix = "" if len(profiles) == 1 else f"-{n}"
+        entry = {"tasks": ids, **{k: res[k] for k in RESOURCE_KEYS}}
+        if c.slurm.get("score_partition"):
+            gen = d / f"generate{suffix}.sbatch"
+            gen.write_text(render(c, stage="generate", tasks=ids, resources=res))
+            gen_id = sbatch(gen)
+            score = d / f"score{suffix}.sbatch"
+            cpu = {**res, "gpus": 0}
+            score.write_text(
+                render(
+                    c, stage="score", tasks=ids, resources=cpu, partition=c.slurm["score_partition"]
+                ).replace(
+                    "#SBATCH --job-name",
+                    f"#SBATCH --dependency=aftercorr:{gen_id}\n#SBATCH --job-name",
+                    1,
+                )
             )
-        )
-        jobs["score"] = sbatch(score)
-        last = jobs["score"]
-    else:
-        script = d / "pipeline.sbatch"
-        script.write_text(render(c, stage="pipeline", tasks=tasks))
-        jobs["pipeline"] = sbatch(script)
-        last = jobs["pipeline"]
+            score_id = sbatch(score)
+            arrays.append({**entry, "generate": gen_id, "score": score_id})
+            jobs.setdefault("generate", []).append(gen_id)
+            jobs.setdefault("score", []).append(score_id)
+            last.append(score_id)
+        else:
+            script = d / f"pipeline{suffix}.sbatch"
+            script.write_text(render(c, stage="pipeline", tasks=ids, resources=res))
+            job = sbatch(script)
+            arrays.append({**entry, "pipeline": job})
+            jobs.setdefault("pipeline", []).append(job)
+            last.append(job)
+    # One array per resource profile; a job id list joined by commas is what squeue -j takes.
+    jobs = {k: ",".join(v) for k, v in jobs.items()}
     agg = d / "aggregate.sbatch"
-    agg.write_text(render_aggregate(c, f"afterok:{last}"))
+    agg.write_text(render_aggregate(c, "afterok:" + ":".join(last)))
     jobs["aggregate"] = sbatch(agg)
     record = c.root / "slurm_jobs.json"
     previous = orjson.loads(record.read_bytes()) if record.exists() else {"submissions": []}
-    previous["submissions"].append({"time": time.time(), "tasks": tasks, **jobs})
+    previous["submissions"].append({"time": time.time(), "tasks": tasks, **jobs, "arrays": arrays})
     previous["job_ids"] = sorted(
         {
             j
             for s in previous["submissions"]
-            for k, j in s.items()
+            for k, v in s.items()
             if k in ("generate", "score", "pipeline", "aggregate")
+            for j in str(v).split(",")
         }
     )
     record.write_bytes(orjson.dumps(previous, option=orjson.OPT_INDENT_2))
-    return jobs
+    return {**jobs, "arrays": arrays}
 
 
 # ---------------------------------------------------------------------------- make
@@ -490,17 +606,17 @@ def makefile(c: Campaign) -> str:
     summary = _stamp(c.root / "summary.jsonl")
     lines += [f"all: {summary}", ""]
     scored_stamps = []
-    for d in c.datasets():
+    for d, chat in c.prompt_sets():
         lines += [
-            f"{_stamp(c.prompts(d))}:",
-            f"\t{run} --stage resolve --dataset {shlex.quote(d)}",
+            f"{_stamp(c.prompts(d, chat))}:",
+            f"\t{run} --stage resolve --dataset {shlex.quote(d)}" + (" --chat" if chat else ""),
             "",
         ]
     for m in c.models:  # model by model
         for d in m.datasets:
             gen, sc = _stamp(c.file(m.label, d, "generate")), _stamp(c.file(m.label, d, "score"))
             lines += [
-                f"{gen}: {_stamp(c.prompts(d))}",
+                f"{gen}: {_stamp(c.prompts(d, m.chat))}",
                 f"\t{run} --stage generate --model {shlex.quote(m.label)} --dataset {shlex.quote(d)}",
                 "",
                 f"{sc}: {gen}",
@@ -566,6 +682,7 @@ class CampaignCommand(cli.Command):
         )
         p.add_argument("--model", metavar="LABEL", help="step: the model label")
         p.add_argument("--dataset", help="step: the dataset")
+        p.add_argument("--chat", action="store_true", help="step resolve: the chat prompts")
 
     def run(self) -> int:
         return _main(self.args)
@@ -589,7 +706,12 @@ def _main(args: Any) -> int:
                             "model_id": m.model,
                             "preset": m.preset,
                             "dataset": d,
-                            "prompts": str(c.prompts(d)),
+                            "prompts": str(c.prompts(d, m.chat)),
+                            "resources": model_resources(c, m),
+                            "generate_flags": [
+                                *(a for f in m.engine_flags for a in ("--engine", f)),
+                                *(["--system-prompt", m.system_prompt] if m.system_prompt else []),
+                            ],
                             "gen": str(c.file(m.label, d, "generate")),
                             "scored": str(c.file(m.label, d, "score")),
                         }
@@ -597,7 +719,10 @@ def _main(args: Any) -> int:
                     + b"\n"
                 )
     elif args.command == "render":
-        sys.stdout.write(render(c, stage="pipeline"))
+        for n, (res, ids) in enumerate(resource_profiles(c)):
+            if n:
+                sys.stdout.write(f"\n# ---- array {n + 1}: tasks {','.join(map(str, ids))}\n")
+            sys.stdout.write(render(c, stage="pipeline", tasks=ids, resources=res))
     elif args.command == "submit":
         tasks = _parse_tasks(args.tasks) if args.tasks else None
         jobs = submit(c, tasks)
@@ -618,7 +743,7 @@ def _main(args: Any) -> int:
             raise CampaignError(f"run --stage must be one of {', '.join(stages)}")
         run_task(c, args.task, stages[args.stage])
     elif args.command == "step":
-        step(c, args.stage, args.model, args.dataset)
+        step(c, args.stage, args.model, args.dataset, chat=args.chat)
     elif args.command == "aggregate":
         step(c, "aggregate")
         sys.stdout.write((c.root / "summary.md").read_text())

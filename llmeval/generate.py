@@ -7,6 +7,12 @@ skipped (resume); samples in the shared cache are answered without touching
 the model; the rest go to the backend in chunks and are written as they
 finish, so output order may differ from input order (sort by ``id`` and
 ``sample`` when order matters).
+
+A sampled sample gets its own seed, derived from the run seed and its key, so
+its text depends on nothing else. Greedy decoding has nothing to draw: one
+generation per prompt serves every sample index (a cached sample of the
+prompt answers the others), so ``-n 3`` at temperature 0 costs one
+generation and gives three identical samples.
 """
 
 from __future__ import annotations
@@ -52,6 +58,17 @@ class Settings:
     n: int
     seed: int
     chunk_size: int
+    system_prompt: str | None = None  # prepended to chat messages that have no system message
+
+
+def effective_messages(rec: Record, system_prompt: str | None) -> list[dict[str, Any]] | None:
+    """The chat messages the model is given: the record's, behind ``system_prompt`` if it has none."""
+    messages = rec.get("messages") or None
+    if messages is None or not system_prompt:
+        return messages
+    if any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
 
 
 def sample_key(
@@ -64,7 +81,7 @@ def sample_key(
         "model_revision": model.revision,
         "tokenizer": model.tokenizer,
         "prompt": None if record.get("messages") else record.get("prompt"),
-        "messages": record.get("messages") or None,
+        "messages": effective_messages(record, settings.system_prompt),
         "temperature": settings.temperature,
         "top_p": settings.top_p,
         "max_tokens": settings.max_tokens,
@@ -95,6 +112,7 @@ class Tally:
         self.total = self.done = self.generated = self.cached = self.skipped = self.errors = 0
         self.output_tokens = self.prompt_tokens = 0
         self.datasets: set[str] = set()
+        self.engine: dict[str, Any] = {}  # the backend's own figures (phase, queues, KV cache)
 
 
 def generate(
@@ -120,6 +138,7 @@ def generate(
     tally = tally or Tally()
     done_keys = done_keys or set()
     model = backend.model
+    greedy = settings.temperature == 0
     params_base = {
         "temperature": settings.temperature,
         "top_p": settings.top_p,
@@ -127,6 +146,13 @@ def generate(
         "n": settings.n,
         "seed": settings.seed,
     }
+
+    def tick(stats: dict[str, Any]) -> None:
+        tally.engine = stats
+        if on_progress:
+            on_progress(tally)
+
+    backend.on_tick = tick
 
     def emit(
         rec: Record,
@@ -156,6 +182,8 @@ def generate(
             run_id=run_id,
             llmeval_version=llmeval.__version__,
         )
+        if settings.system_prompt and rec.get("messages"):
+            out["system_prompt"] = settings.system_prompt
         return out
 
     iterator = iter(numbered)
@@ -172,6 +200,7 @@ def generate(
             if isinstance(rec.get("dataset"), str):
                 tally.datasets.add(rec["dataset"])
             pending: list[int] = []
+            hits: dict[int, Record] = {}
             for s, key in enumerate(keys):
                 if key in done_keys:
                     tally.skipped += 1
@@ -179,30 +208,46 @@ def generate(
                     continue
                 hit = cache.get(key) if cache is not None else None
                 if hit is not None:
-                    tally.cached += 1
-                    tally.done += 1
-                    yield emit(
-                        rec,
-                        s,
-                        key,
-                        hit["completion"],
-                        hit["finish_reason"],
-                        hit.get("usage") or {},
-                        None,
-                        True,
-                    )
+                    hits[s] = hit
                 else:
                     pending.append(s)
+            if greedy and pending and not hits and cache is not None:
+                # Another sample index of this greedy prompt may be cached, even one already
+                # in OUT: its text is every index's text.
+                hit = next(
+                    (h for k in keys if k in done_keys and (h := cache.get(k)) is not None), None
+                )
+                if hit is not None:
+                    hits.update({s: hit for s in pending})
+                    pending = []
+            elif greedy and pending and hits:
+                first = next(iter(hits.values()))
+                hits.update({s: first for s in pending})
+                pending = []
+            for s, hit in sorted(hits.items()):
+                tally.cached += 1
+                tally.done += 1
+                if cache is not None and hit.get("key") != keys[s]:
+                    # A greedy sibling's text, stored under this index's key for next time.
+                    cache.put(keys[s], {k: v for k, v in hit.items() if k not in ("key", "created_at")})
+                yield emit(
+                    rec,
+                    s,
+                    keys[s],
+                    hit["completion"],
+                    hit["finish_reason"],
+                    hit.get("usage") or {},
+                    None,
+                    True,
+                )
             if pending:
                 requests.append(
                     Request(
                         prompt=rec.get("prompt"),
-                        messages=rec.get("messages") or None,
+                        messages=effective_messages(rec, settings.system_prompt),
                         samples=pending,
                         seeds=[
-                            sample_seed(settings.seed, keys[s])
-                            if settings.temperature > 0
-                            else None
+                            None if greedy else sample_seed(settings.seed, keys[s])
                             for s in pending
                         ],
                         sampling=Sampling(
@@ -218,6 +263,7 @@ def generate(
             on_progress(tally)
         if not requests:
             continue
+        counted: set[tuple[int, str]] = set()  # (request, text) pairs whose tokens are counted
         for c in backend.generate(requests):
             rec, keys = c.request.tag
             key = keys[c.sample]
@@ -227,8 +273,12 @@ def generate(
                 tally.errors += 1
             else:
                 tally.generated += 1
-                tally.output_tokens += c.completion_tokens or 0
-                tally.prompt_tokens += c.prompt_tokens or 0
+                # A greedy generation serves several samples: its tokens were made once.
+                once = (id(rec), c.text or "")
+                if not greedy or once not in counted:
+                    counted.add(once)
+                    tally.output_tokens += c.completion_tokens or 0
+                    tally.prompt_tokens += c.prompt_tokens or 0
                 if cache is not None:
                     cache.put(
                         key,
@@ -290,6 +340,18 @@ class Generate(cli.Command):
         p.add_argument(
             "--dtype", choices=["auto", "float16", "bfloat16", "float32"], help="weights dtype"
         )
+        p.add_argument(
+            "--engine",
+            action="append",
+            metavar="KEY=VALUE",
+            help="engine option, repeatable: an [engine] key (tensor_parallel_size=2), a vllm.LLM "
+            "or from_pretrained argument (enforce_eager=true, hf.attn_implementation=sdpa)",
+        )
+        p.add_argument(
+            "--system-prompt",
+            metavar="TEXT",
+            help="system message for chat records that have none (part of each sample's key)",
+        )
         p.add_argument("--revision", metavar="R", help="hub revision of --model")
         p.add_argument(
             "--label",
@@ -322,6 +384,7 @@ class Generate(cli.Command):
 
     def run(self) -> int:
         from llmeval import backends, presets
+        from llmeval.backends import options as engine_options
         from llmeval.cache import GenerationCache
         from llmeval.models import resolve_model
 
@@ -345,11 +408,12 @@ class Generate(cli.Command):
             device=args.device,
             dtype=args.dtype,
         )
+        name, note = backends.choose(preset["engine"].get("backend", "auto"), args.base_url)
+        preset = engine_options.apply_flags(preset, args.engine, name)
         if args.print_config:
             sys.stdout.buffer.write(orjson.dumps(preset, option=orjson.OPT_INDENT_2) + b"\n")
             return 0
         engine, sampling = preset["engine"], preset["sampling"]
-        name, note = backends.choose(engine.get("backend", "auto"), args.base_url)
         if note:
             self.log(note)
         engine = {**engine, "backend": name}
@@ -376,6 +440,7 @@ class Generate(cli.Command):
             n=sampling["n"],
             seed=sampling["seed"],
             chunk_size=int(engine.get("chunk_size") or 1024),
+            system_prompt=args.system_prompt or None,
         )
         done_keys = self.done()
         run = self.start_run(
@@ -416,6 +481,7 @@ class Generate(cli.Command):
                 output_tokens=t.output_tokens,
                 prompt_tokens=t.prompt_tokens,
                 datasets=sorted(t.datasets)[:20],
+                engine=t.engine or None,
             )
 
         try:

@@ -1,7 +1,12 @@
 """Model references: aliases (the embedded default model), local folders, hub ids.
 
 ``resolve_model(name)`` is cheap (no torch import, no download): it fixes the
-identity that goes into every sample's ``key`` (docs/records.md).
+identity that goes into every sample's ``key`` (docs/records.md). A local
+folder's revision is a content hash of its config and weights, so new weights
+of the same size are a new model; each weight file is hashed once per (path,
+size, mtime, ctime, inode) and remembered in ``$LLMEVAL_HOME/weight-hashes.jsonl``.
+A hub model's revision is the commit it resolves to (from the local Hugging
+Face cache, else the hub when online), so ``main`` moving is a new model.
 ``materialize(ref)`` makes the weights available on disk, converting an
 alias's package once into the models cache (``$LLMEVAL_MODELS``, default
 ``$LLMEVAL_HOME/models``) under a file lock, so concurrent array tasks convert
@@ -13,8 +18,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -31,7 +38,11 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "tokenizer.model",
 )
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+# Small files that change what the weights compute or when generation stops: hashed whole.
+CONFIG_FILES = ("config.json", "generation_config.json")
+HASH_CACHE = "weight-hashes.jsonl"
+RACY_NS = 2_000_000_000  # a file changed less than 2 s before hashing is hashed again next time
 CONVERSION_VERSION = "1"  # bump when the conversion below changes its output
 
 
@@ -105,15 +116,136 @@ def _sha(parts: list[bytes]) -> str:
     return h.hexdigest()
 
 
+_hash_memo: dict[tuple[str, int, int, int, int], str] = {}
+_hash_memo_loaded: set[str] = set()
+
+
+def _stat_key(f: Path) -> tuple[str, int, int, int, int]:
+    real = os.path.realpath(f)
+    st = os.stat(real)
+    # ctime too: restoring mtime after rewriting a file (os.utime) cannot restore its ctime.
+    return real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _hash_cache_file() -> Path:
+    return paths.home() / HASH_CACHE
+
+
+def _load_hash_cache(path: Path) -> None:
+    from llmeval.records import read_records
+
+    if str(path) in _hash_memo_loaded:
+        return
+    _hash_memo_loaded.add(str(path))
+    if not path.is_file():
+        return
+    try:
+        for e in read_records(path, tolerate_torn_tail=True):
+            k = (e.get("path"), e.get("size"), e.get("mtime_ns"), e.get("ctime_ns"), e.get("ino"))
+            if isinstance(e.get("sha256"), str) and all(x is not None for x in k):
+                _hash_memo[k] = e["sha256"]  # type: ignore[index]
+    except Exception:  # an unreadable cache is only a slower start
+        return
+
+
+def _hash_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(f: Path) -> str:
+    """SHA-256 of a weight file's content, computed once per (path, size, mtime, ctime, inode)."""
+    key = _stat_key(f)
+    cache = _hash_cache_file()
+    _load_hash_cache(cache)
+    hit = _hash_memo.get(key)
+    if hit is not None:
+        return hit
+    digest = _hash_file(key[0])
+    if _stat_key(f) != key:  # rewritten while we read it: do not remember a mixed hash
+        return digest
+    # Racy-clean, as git calls it: timestamps are coarse (a few ms), so a file changed
+    # just now could change again without its stat changing. Remember only settled files.
+    if time.time_ns() - max(key[2], key[3]) < RACY_NS:
+        return digest
+    _hash_memo[key] = digest
+    try:
+        from llmeval.records import AppendWriter
+
+        with AppendWriter(cache, fsync_interval=-1) as w:
+            w.write(
+                {
+                    "path": key[0],
+                    "size": key[1],
+                    "mtime_ns": key[2],
+                    "ctime_ns": key[3],
+                    "ino": key[4],
+                    "sha256": digest,
+                }
+            )
+    except OSError:
+        pass  # a read-only home: hash again next time
+    return digest
+
+
 def folder_revision(path: Path) -> str:
-    """A revision for a local folder: its config and the names and sizes of its weights."""
+    """A revision for a local folder: the content of its config files and of its weights."""
     parts = []
     for f in sorted(path.iterdir()):
-        if f.name == "config.json":
-            parts.append(b"config:" + f.read_bytes())
+        if not f.is_file():
+            continue
+        if f.name in CONFIG_FILES or f.name.endswith(".index.json"):
+            parts.append(f.name.encode() + b":" + f.read_bytes())
         elif f.suffix in WEIGHT_SUFFIXES:
-            parts.append(f"{f.name}:{f.stat().st_size}".encode())
+            parts.append(f"{f.name}:sha256:{file_sha256(f)}".encode())
     return "local:" + _sha(parts)[:16]
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache directory, from the same variables huggingface_hub reads."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def _offline() -> bool:
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def hub_commit(name: str, revision: str) -> str | None:
+    """The commit ``revision`` of hub model ``name`` resolves to, or None when it cannot be known.
+
+    A 40-hex revision is already a commit; else the local cache's ``refs/``
+    says which commit a load would use offline; else, online, the hub says.
+    """
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    ref = hf_hub_cache() / f"models--{name.replace('/', '--')}" / "refs" / revision
+    try:
+        commit = ref.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{40}", commit):
+            return commit
+    except OSError:
+        pass
+    if _offline():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().model_info(name, revision=revision, timeout=15).sha
+        return sha if isinstance(sha, str) and sha else None
+    except Exception:  # no network, no such model, no huggingface_hub: unresolved
+        return None
 
 
 def tokenizer_fingerprint(path: Path) -> str | None:
@@ -160,7 +292,9 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelRef:
         raise StageError(
             f"model {name!r} is neither a folder nor a known alias ({', '.join(ALIASES)}) nor a hub id"
         )
-    rev = revision or "main"
+    asked = revision or "main"
+    # Unresolved (offline and not in the local cache): keyed by the name asked for.
+    rev = hub_commit(name, asked) or asked
     return ModelRef(name, "hub", name, rev, f"{name}@{rev}", None)
 
 

@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +147,7 @@ def read_run(path: Path, now: float, stall_s: float) -> dict[str, Any] | None:
         "eta_s": m.get("eta_s") if state == "running" else None,
         "heartbeat_age_s": round(age, 1),
         "tokens_per_s_history": [round(x, 2) for x in rate_history(history, 2)][-30:],
+        "engine": m.get("engine") if isinstance(m.get("engine"), dict) else None,
     }
 
 
@@ -155,84 +155,25 @@ def read_run(path: Path, now: float, stall_s: float) -> dict[str, Any] | None:
 
 
 class GPUs:
-    """NVML readings, with a short utilisation history per GPU."""
+    """NVML readings (llmeval.gpus), with a short utilisation history per GPU."""
 
     def __init__(self) -> None:
+        from llmeval.gpus import NO_PYNVML, NVML
+
+        self._nvml = NVML().open()
         self.note: str | None = None
-        self.history: dict[int, deque[float]] = {}
-        try:
-            import pynvml
-        except ImportError:
-            self.nvml = None
-            self.note = "no GPU view: nvidia-ml-py is not installed (pip install 'llmeval[gpu]')"
-            return
-        try:
-            pynvml.nvmlInit()
-            self.nvml = pynvml
-        except Exception as exc:
-            self.nvml = None
-            self.note = f"no GPU visible: NVML unavailable ({exc})"
+        if self._nvml.nv is None:
+            self.note = (
+                f"no GPU view: {NO_PYNVML}"
+                if self._nvml.error is None
+                else f"no GPU visible: NVML unavailable ({self._nvml.error})"
+            )
 
     def read(self) -> list[dict[str, Any]]:
-        if self.nvml is None:
-            return []
-        nv = self.nvml
-        out = []
-        for i in range(nv.nvmlDeviceGetCount()):
-            h = nv.nvmlDeviceGetHandleByIndex(i)
-            name = nv.nvmlDeviceGetName(h)
-            util = nv.nvmlDeviceGetUtilizationRates(h)
-            mem = nv.nvmlDeviceGetMemoryInfo(h)
-            gpu: dict[str, Any] = {
-                "index": i,
-                "name": name.decode() if isinstance(name, bytes) else name,
-                "util_percent": util.gpu,
-                "memory_used_mb": mem.used // 2**20,
-                "memory_total_mb": mem.total // 2**20,
-            }
-            for key, fn, scale in (
-                ("power_w", "nvmlDeviceGetPowerUsage", 1000),
-                ("temperature_c", "nvmlDeviceGetTemperature", None),
-            ):
-                try:
-                    value = (
-                        getattr(nv, fn)(h) if scale else getattr(nv, fn)(h, nv.NVML_TEMPERATURE_GPU)
-                    )
-                    gpu[key] = round(value / scale, 1) if scale else value
-                except Exception:
-                    gpu[key] = None
-            procs = []
-            for getter in (
-                "nvmlDeviceGetComputeRunningProcesses",
-                "nvmlDeviceGetGraphicsRunningProcesses",
-            ):
-                try:
-                    for p in getattr(nv, getter)(h):
-                        used = getattr(p, "usedGpuMemory", None)
-                        procs.append(
-                            {
-                                "pid": p.pid,
-                                "memory_mb": used // 2**20 if used else None,
-                                "command": _command(p.pid),
-                            }
-                        )
-                except Exception:
-                    pass
-            gpu["processes"] = procs
-            hist = self.history.setdefault(i, deque(maxlen=60))
-            hist.append(float(util.gpu))
-            gpu["util_history"] = list(hist)
-            out.append(gpu)
-        if not out:
-            self.note = "NVML found no GPU"
+        out = self._nvml.read()
+        if self._nvml.nv is not None:
+            self.note = None if out else self._nvml.note
         return out
-
-
-def _command(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
 
 
 # ---------------------------------------------------------------------------- SLURM
@@ -299,6 +240,20 @@ def _eta(s: Any) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _engine_line(e: dict[str, Any]) -> str:
+    """The backend's own figures: phase, requests running/waiting, KV-cache use."""
+    parts = [str(e.get("phase") or "?")]
+    if e.get("running") is not None or e.get("waiting") is not None:
+        parts.append(f"run {_num(e.get('running'), '{:.0f}')} wait {_num(e.get('waiting'), '{:.0f}')}")
+    elif e.get("in_flight") is not None:
+        parts.append(f"in flight {e['in_flight']}")
+    if e.get("kv_cache_usage") is not None:
+        parts.append(f"KV {100 * float(e['kv_cache_usage']):.0f}%")
+    if e.get("prefix_cache_hit_rate") is not None:
+        parts.append(f"prefix hits {100 * float(e['prefix_cache_hit_rate']):.0f}%")
+    return "engine: " + ", ".join(parts)
+
+
 def render(snap: dict[str, Any], width: int = WIDTH) -> list[str]:
     """The snapshot as lines of at most ``width`` columns."""
     runs = snap["runs"]
@@ -328,16 +283,20 @@ def render(snap: dict[str, Any], width: int = WIDTH) -> list[str]:
                 f"error {st.get('error', 0)} no_answer {st.get('no_answer', 0)}"
             )
         lines.append(detail)
+        engine = r.get("engine") or {}
+        if engine and r["state"] == "running":
+            lines.append("    " + _engine_line(engine))
         if r["reason"]:
             lines.append(f"    {r['reason']} (last heartbeat {r['heartbeat_age_s']:.0f} s ago)")
     lines.append("")
     if snap["gpus"]:
         for g in snap["gpus"]:
             spark = sparkline(g.get("util_history", []))
+            label = f"GPU{g.get('cuda_index', g['index'])}" + ("m" if g.get("mig_parent") is not None else "")
             lines.append(
-                f"GPU{g['index']} {g['name'][:18]:18s} {g['util_percent']:3d}% "
-                f"{g['memory_used_mb']}/{g['memory_total_mb']} MiB {_num(g.get('power_w'), '{:.0f}')}W "
-                f"{_num(g.get('temperature_c'), '{:.0f}')}C {spark}"
+                f"{label} {str(g['name'])[:18]:18s} {_num(g.get('util_percent'), '{:3d}%')} "
+                f"{_num(g.get('memory_used_mb'), '{:d}')}/{_num(g.get('memory_total_mb'), '{:d}')} MiB "
+                f"{_num(g.get('power_w'), '{:.0f}')}W {_num(g.get('temperature_c'), '{:.0f}')}C {spark}"
             )
             for p in g["processes"][:3]:
                 lines.append(

@@ -4,7 +4,10 @@ A preset file (``presets/NAME.toml``) may name ``inherits = "other"``; tables
 merge key by key, the child winning. Every key is checked against
 :data:`SCHEMA` (type and range): an unknown key, a wrong type or an
 out-of-range value is a :class:`PresetError` naming the file and the key.
-Command-line flags override the merged result (:func:`apply_overrides`).
+``[engine.vllm]`` and ``[engine.hf]`` hold options handed to that engine as
+given (``vllm.LLM(...)`` / ``from_pretrained(...)`` keyword arguments), typed by
+:mod:`llmeval.backends.options`. Command-line flags override the merged result
+(:func:`apply_overrides`, and ``--engine KEY=VALUE``).
 
 Search order for a preset NAME: a path ending in ``.toml``; ``$LLMEVAL_PRESETS``
 (colon-separated directories); the repository's ``presets/`` directory.
@@ -149,6 +152,9 @@ def check_key(
     return value
 
 
+BACKEND_TABLES = ("vllm", "hf")  # [engine.vllm], [engine.hf]: options passed to the engine as given
+
+
 def validate(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     """Check one file's contents against the schema; return it with ints widened to floats."""
     out: dict[str, Any] = {}
@@ -160,9 +166,14 @@ def validate(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                 raise PresetError(f"{path}: key {key}: expected a table [{key}]")
             table = {}
             for sub, subvalue in value.items():
+                if key == "engine" and sub in BACKEND_TABLES:
+                    from llmeval.backends.options import validate_table
+
+                    table[sub] = validate_table(path, sub, subvalue)
+                    continue
                 spec = SCHEMA[key].get(sub)
                 if spec is None:
-                    known = ", ".join(sorted(SCHEMA[key]))
+                    known = ", ".join(sorted([*SCHEMA[key], *(BACKEND_TABLES if key == "engine" else ())]))
                     raise PresetError(
                         f"{path}: unknown key {key}.{sub} (known in [{key}]: {known})"
                     )
@@ -179,7 +190,12 @@ def merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in child.items():
         if isinstance(value, dict):
-            out.setdefault(key, {}).update(value)
+            table = out.setdefault(key, {})
+            for sub, subvalue in value.items():
+                if key == "engine" and sub in BACKEND_TABLES:
+                    table.setdefault(sub, {}).update(copy.deepcopy(subvalue))  # key by key too
+                else:
+                    table[sub] = copy.deepcopy(subvalue)
         else:
             out[key] = value
     return out

@@ -2,8 +2,9 @@
 
 Library versions are read from package metadata, never by importing the
 package, so a non-generating stage stays free of torch. GPUs come from NVML
-when ``pynvml`` and a driver are present; their absence is reported in the
-record (``gpu_note``), never fatal.
+(:mod:`llmeval.gpus`: the ones ``CUDA_VISIBLE_DEVICES`` leaves visible, MIG
+slices as such) when ``pynvml`` and a driver are present; their absence is
+reported in the record (``gpu_note``), never fatal.
 """
 
 from __future__ import annotations
@@ -73,33 +74,10 @@ def git_revision(start: Path | None = None) -> str | None:
 
 
 def gpu_info() -> tuple[list[dict[str, Any]], str | None]:
-    """GPUs seen by NVML, and a note saying why there are none (None when there are)."""
-    try:
-        import pynvml
-    except ImportError:
-        return [], "nvidia-ml-py is not installed (pip install 'llmeval[gpu]')"
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-        return [], f"no NVIDIA driver/GPU visible to NVML ({exc})"
-    try:
-        gpus = []
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            name = pynvml.nvmlDeviceGetName(h)
-            gpus.append(
-                {
-                    "index": i,
-                    "name": name.decode() if isinstance(name, bytes) else name,
-                    "memory_total_mb": int(mem.total // 2**20),
-                    "driver": driver.decode() if isinstance(driver, bytes) else driver,
-                }
-            )
-        return gpus, None if gpus else "NVML found no GPU"
-    finally:
-        pynvml.nvmlShutdown()
+    """The GPUs this process may use (NVML, ``CUDA_VISIBLE_DEVICES`` honoured; llmeval.gpus)."""
+    from llmeval import gpus
+
+    return gpus.gpu_info()
 
 
 def run_record(

@@ -98,7 +98,7 @@ def test_real_server_n_samples_per_prompt(llama_server, tmp_path):
         )
         # Per-sample seeds: three different draws.
         assert len({r["completion"] for r in samples}) >= 2
-    # llama.cpp ignores n: the backend asked again until it had 3 per prompt.
+    # One request per sample (n = 1, the sample's own seed).
     metrics = json.loads((tmp_path / "gen.jsonl.metrics.json").read_text())
     assert metrics["backend_facts"]["requests_sent"] == 6
 
@@ -217,25 +217,45 @@ def test_retries_exhausted_become_error_records(scripted):
     assert rec["error"].endswith("(after 2 retries)") and rec["completion"] is None
 
 
-def test_server_ignoring_n_is_asked_again(scripted):
+def test_each_sample_is_its_own_request_with_its_own_seed(scripted):
+    """n = 1 per request and the sample's seed: its text cannot depend on the other samples."""
+    from llmeval.generate import sample_key, sample_seed
+
     one = {
         "choices": [{"index": 0, "text": "only", "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 2},
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1},
     }
     Scripted.script = [(200, one)] * 3
+    model = served_model("m", scripted)
+    be = OpenAIBackend(model, {"base_url": scripted}, lambda m: None)
+    rec = {"id": "a", "prompt": "x"}
+    settings = Settings(0.5, 1.0, 8, 3, 1, 8)
+    out = list(generate([("t:1", rec)], be, settings, run_id="r", preset_name="base"))
+    assert sorted(r["sample"] for r in out) == [0, 1, 2]
+    assert [s["n"] for s in Scripted.seen] == [1, 1, 1]
+    expected = {sample_seed(1, sample_key(model, rec, settings, [], s)) for s in range(3)}
+    assert {s["seed"] for s in Scripted.seen} == expected and len(expected) == 3
+    assert all(r["usage"] == {"prompt_tokens": 2, "completion_tokens": 1} for r in out)
+
+
+def test_greedy_samples_are_one_request(scripted):
+    """vllm serve answers n > 1 at temperature 0 with HTTP 400: greedy is asked once, n = 1."""
+    Scripted.script = [
+        (200, {"choices": [{"index": 0, "text": "same", "finish_reason": "length"}], "usage": {}})
+    ]
     be = OpenAIBackend(served_model("m", scripted), {"base_url": scripted}, lambda m: None)
     out = list(
         generate(
             [("t:1", {"id": "a", "prompt": "x"})],
             be,
-            Settings(0.5, 1.0, 8, 3, 1, 8),
+            Settings(0.0, 1.0, 8, 3, 1, 8),
             run_id="r",
             preset_name="base",
         )
     )
-    assert sorted(r["sample"] for r in out) == [0, 1, 2]
-    assert [s["n"] for s in Scripted.seen] == [3, 2, 1]
-    assert len({s["seed"] for s in Scripted.seen}) == 3
+    assert sorted((r["sample"], r["completion"]) for r in out) == [(0, "same"), (1, "same"), (2, "same")]
+    assert len(Scripted.seen) == 1 and Scripted.seen[0]["n"] == 1 and "seed" not in Scripted.seen[0]
+    assert len({r["key"] for r in out}) == 3 and not any(r["error"] for r in out)
 
 
 def test_chat_messages_use_chat_endpoint(scripted):

@@ -8,7 +8,8 @@ import orjson
 import pytest
 from conftest import FIXTURES, run_cmd
 
-from llmeval.campaign import load_campaign, render, slurm_resources
+from llmeval import campaign as campaign_mod
+from llmeval.campaign import load_campaign, model_resources, render, resource_profiles, step
 
 CAMPAIGN = """
 name = "{name}"
@@ -51,8 +52,9 @@ def campaign_file(tmp_path: Path, name: str = "t", limit: int = 2, batch_size: i
 def expected_tree(camp: Path, output: Path) -> set[str]:
     c = load_campaign(str(camp), str(output))
     files = {"summary.jsonl", "summary.jsonl.done", "summary.md"}
-    for d in c.datasets():
-        files |= {f"prompts/{d}.jsonl", f"prompts/{d}.jsonl.done"}
+    for d, chat in c.prompt_sets():
+        name = f"prompts/{d}{'.chat' if chat else ''}.jsonl"
+        files |= {name, name + ".done"}
     for m in c.models:
         for d in m.datasets:
             for kind in ("gen", "scored"):
@@ -106,17 +108,149 @@ def test_category_mapping_and_unknown_keys(tmp_path):
     assert out.returncode == 1 and f"{bad}: unknown key modles".encode() in out.stderr
 
 
-def test_sbatch_renders_gpus_for_h100_and_none_for_cpu(tmp_path):
-    gpu = render(load_campaign("campaigns/h100-specialists.toml", str(tmp_path)), stage="pipeline")
-    assert "#SBATCH --gpus=4" in gpu  # the array asks for the largest model's tensor parallelism
-    assert "#SBATCH --partition=h100" in gpu and "#SBATCH --array=0-2%4" in gpu
-    assert "#SBATCH --requeue" in gpu and '--task "$SLURM_ARRAY_TASK_ID"' in gpu
-    cpu = render(load_campaign("campaigns/demo.toml", str(tmp_path)), stage="pipeline")
-    assert "--gpus" not in cpu and "--gres" not in cpu
-    assert "#SBATCH --cpus-per-task=2" in cpu and "#SBATCH --mem=6G" in cpu
-    single = load_campaign("campaigns/h100-specialists.toml", str(tmp_path))
-    single.models = single.models[:1]
-    assert slurm_resources(single)["gpus"] == 1
+def test_sbatch_arrays_per_resource_profile(tmp_path):
+    c = load_campaign("campaigns/h100-specialists.toml", str(tmp_path))
+    (one, small), (four, big) = resource_profiles(c)
+    assert small == [0, 1] and big == [2]  # the 70B model at TP 4 gets an array of its own
+    assert one["gpus"] == 1 and four["gpus"] == 4 and one["partition"] == four["partition"] == "h100"
+    text = render(c, stage="pipeline", tasks=big, resources=four)
+    assert "#SBATCH --gpus=4" in text and "#SBATCH --array=2%4" in text
+    text = render(c, stage="pipeline", tasks=small, resources=one)
+    assert "#SBATCH --gpus=1" in text and "#SBATCH --array=0,1%4" in text
+    assert "#SBATCH --partition=h100" in text
+    assert "#SBATCH --requeue" in text and '--task "$SLURM_ARRAY_TASK_ID"' in text
+    shown = run_cmd(["eval-campaign", "render", "campaigns/h100-specialists.toml", "--results", str(tmp_path)])
+    assert shown.returncode == 0
+    out = shown.stdout.decode()
+    assert out.count("#SBATCH --gpus=") == 2 and "# ---- array 2: tasks 2" in out
+    cpu = load_campaign("campaigns/demo.toml", str(tmp_path))
+    ((res, ids),) = resource_profiles(cpu)
+    text = render(cpu, stage="pipeline")
+    assert "--gpus" not in text and "--gres" not in text and ids == [0, 1]
+    assert "#SBATCH --cpus-per-task=2" in text and "#SBATCH --mem=6G" in text
+
+
+def test_model_resources_follow_parallelism_and_own_requests(tmp_path):
+    camp = tmp_path / "c.toml"
+    camp.write_text(
+        """
+preset = "h100"
+datasets = ["humaneval"]
+[[models]]
+label = "pp"
+model = "org/a"
+engine = { tensor_parallel_size = 2, vllm = { pipeline_parallel_size = 2 } }
+[[models]]
+label = "own"
+model = "org/b"
+tensor_parallel_size = 8
+slurm = { gpus = 2, mem = "200G", partition = "big" }
+[[models]]
+label = "served"
+model = "m"
+backend = "openai"
+base_url = "http://127.0.0.1:1/v1"
+[slurm]
+partition = "h100"
+"""
+    )
+    c = load_campaign(str(camp), str(tmp_path))
+    pp, own, served = (model_resources(c, m) for m in c.models)
+    assert pp["gpus"] == 4 and pp["partition"] == "h100"
+    assert own["gpus"] == 2 and own["mem"] == "200G" and own["partition"] == "big"
+    assert served["gpus"] == 0
+    assert [ids for _, ids in resource_profiles(c)] == [[0], [1], [2]]
+
+
+def capture_generate(c, label, dataset, monkeypatch):
+    """The eval-generate command a step would run (prompts stamped as resolved)."""
+    m = c.model(label)
+    prompts = c.prompts(dataset, m.chat)
+    prompts.parent.mkdir(parents=True, exist_ok=True)
+    prompts.write_text("")
+    prompts.with_name(prompts.name + ".done").touch()
+    seen = []
+    monkeypatch.setattr(campaign_mod, "_run", lambda cmd, ok=(0,): seen.append(cmd))
+    step(c, "generate", label, dataset)
+    (cmd,) = seen
+    return cmd
+
+
+def flags(cmd, name):
+    return [cmd[i + 1] for i, a in enumerate(cmd) if a == name]
+
+
+def test_engine_settings_and_prompting_reach_eval_generate(tmp_path, monkeypatch):
+    c = load_campaign("campaigns/h100-specialists.toml", str(tmp_path))
+    cmd = capture_generate(c, "llama-3.1-70b", "gsm8k", monkeypatch)
+    assert flags(cmd, "--engine") == ["max_num_seqs=256", "tensor_parallel_size=4", "max_model_len=16384"]
+    assert cmd[3] == str(tmp_path / "specialists" / "prompts" / "gsm8k.chat.jsonl")
+    assert flags(cmd, "--preset") == ["h100"] and flags(cmd, "-n") == ["10"]
+    cmd = capture_generate(c, "biomistral-7b", "medqa", monkeypatch)
+    assert flags(cmd, "--engine") == ["max_model_len=4096"]
+    assert cmd[3] == str(tmp_path / "specialists" / "prompts" / "medqa.jsonl")  # not a chat model
+    # The flags eval-generate gets are the ones it accepts.
+    from llmeval.backends.options import apply_flags
+    from llmeval.presets import load_preset
+
+    p = apply_flags(load_preset("h100"), ["max_num_seqs=256", "tensor_parallel_size=4"], "vllm")
+    assert p["engine"]["tensor_parallel_size"] == 4 and p["engine"]["max_num_seqs"] == 256
+
+
+def test_chat_and_completion_prompts_per_model_and_system_prompt(tmp_path, monkeypatch):
+    camp = tmp_path / "c.toml"
+    camp.write_text(
+        f"""
+datasets = ["gsm8k"]
+data_dirs = ["{FIXTURES}"]
+system_prompt = "Think step by step."
+[[models]]
+label = "base"
+model = "org/base"
+[[models]]
+label = "instruct"
+model = "org/instruct"
+chat = true
+engine = {{ trust_remote_code = true, hf = {{ attn_implementation = "sdpa" }} }}
+"""
+    )
+    c = load_campaign(str(camp), str(tmp_path))
+    assert c.prompt_sets() == [("gsm8k", False), ("gsm8k", True)]
+    base = capture_generate(c, "base", "gsm8k", monkeypatch)
+    inst = capture_generate(c, "instruct", "gsm8k", monkeypatch)
+    assert base[3].endswith("/prompts/gsm8k.jsonl") and inst[3].endswith("/prompts/gsm8k.chat.jsonl")
+    assert flags(inst, "--engine") == ["trust_remote_code=true", 'hf.attn_implementation="sdpa"']
+    assert flags(inst, "--system-prompt") == ["Think step by step."]
+    # Each prompt file is resolved as its models need it.
+    seen = []
+
+    def resolve(cmd, ok=(0,)):
+        seen.append(cmd)
+        Path(flags(cmd, "-o")[0]).write_text("")
+
+    monkeypatch.setattr(campaign_mod, "_run", resolve)
+    for chat in (False, True):
+        done = c.prompts("gsm8k", chat)
+        done.with_name(done.name + ".done").unlink()
+    step(c, "resolve", dataset="gsm8k")
+    step(c, "resolve", dataset="gsm8k", chat=True)
+    assert ["--chat" in cmd for cmd in seen] == [False, True]
+    mk = campaign_mod.makefile(c)
+    assert "--stage resolve --dataset gsm8k --chat" in mk and "--stage resolve --dataset gsm8k\n" in mk
+
+
+def test_bad_engine_key_in_a_campaign_is_one_line(tmp_path):
+    camp = tmp_path / "c.toml"
+    camp.write_text('datasets = ["humaneval"]\n[[models]]\nmodel = "x"\nengine = { max_num_seq = 4 }\n')
+    out = run_cmd(["eval-campaign", "plan", str(camp)])
+    assert out.returncode == 1
+    (line,) = out.stderr.decode().splitlines()
+    assert line.startswith(f"eval-campaign: error: {camp}: unknown key models[0].engine.max_num_seq (known: ")
+    camp.write_text('datasets = ["humaneval"]\n[[models]]\nmodel = "x"\nengine = { enforce_eager = "no" }\n')
+    out = run_cmd(["eval-campaign", "plan", str(camp)])
+    assert out.stderr.decode().strip() == (
+        f"eval-campaign: error: {camp}: key engine.vllm.enforce_eager: expected bool, got str 'no'"
+    )
 
 
 def squeue_active(job_ids: list[str]) -> list[str]:
@@ -229,6 +363,56 @@ def test_cancelled_task_resubmitted_resumes(slurm_cluster, real_model, tmp_path,
     # Finished steps were not run again: one run record each.
     assert len(records(root / "greedy" / "humaneval.gen.jsonl.runs.jsonl")) == 1
     assert (root / "summary.jsonl.done").exists()
+
+
+@pytest.mark.slurm
+def test_models_with_different_resources_run_as_separate_arrays(slurm_cluster, tmp_path, monkeypatch):
+    """Per-model requests on a real cluster: two resource profiles, two arrays, one aggregate."""
+    monkeypatch.setenv("LLMEVAL_CACHE", str(tmp_path / "cache"))
+    preset = tmp_path / "p.toml"
+    preset.write_text('inherits = "cpu"\n[slurm]\ncpus_per_task = 1\nmem = "1G"\n')
+    camp = tmp_path / "r.toml"
+    camp.write_text(
+        f"""
+name = "r"
+preset = "{preset}"
+datasets = ["gsm8k"]
+data_dirs = ["{FIXTURES}"]
+limit = 2
+[[models]]
+label = "small"
+model = "reference"
+backend = "reference"
+engine = {{ max_model_len = 2048 }}
+[[models]]
+label = "large"
+model = "reference"
+backend = "reference"
+chat = true
+slurm = {{ mem = "2G" }}
+[slurm]
+time = "00:10:00"
+"""
+    )
+    output = tmp_path / "results"
+    jobs = submit(camp, output)
+    ids = jobs["pipeline"].split(",")
+    assert len(ids) == 2 and [a["tasks"] for a in jobs["arrays"]] == [[0], [1]]
+    assert [a["mem"] for a in jobs["arrays"]] == ["1G", "2G"]
+    wait_jobs([*ids, jobs["aggregate"]])
+    assert task_states(ids[0]) == {"0": "COMPLETED"} and task_states(ids[1]) == {"1": "COMPLETED"}
+    assert "COMPLETED" in task_states(jobs["aggregate"]).values()
+    root = output / "r"
+    assert tree(root) == expected_tree(camp, output)
+    run = records(root / "small" / "gsm8k.gen.jsonl.runs.jsonl")[0]
+    assert run["argv"][run["argv"].index("--engine") + 1] == "max_model_len=2048"
+    assert run["preset"]["engine"]["max_model_len"] == 2048
+    large = records(root / "large" / "gsm8k.gen.jsonl")
+    assert all(r["messages"] for r in large) and not any(
+        r.get("messages") for r in records(root / "small" / "gsm8k.gen.jsonl")
+    )
+    script = (root / "slurm" / "pipeline-1.sbatch").read_text()
+    assert "#SBATCH --mem=2G" in script and "#SBATCH --array=1" in script
 
 
 @pytest.mark.slow

@@ -130,6 +130,29 @@ def test_generate_adds_documented_fields_and_caches(tmp_path):
     assert all(r["cached"] for r in again)
 
 
+def test_greedy_samples_share_one_generation_and_the_cache(tmp_path):
+    """Greedy has nothing to draw: one generation per prompt, a cached index answers the others."""
+    from llmeval.cache import GenerationCache
+
+    recs = [{"id": f"d/{i}", "prompt": f"p{i}", "stop": []} for i in range(2)]
+    be = EchoBackend()
+    out = list(generate(numbered(recs), be, Settings(0.0, 1.0, 16, 3, 7, 64), run_id="r", preset_name="b"))
+    assert [r.samples for r in be.calls[0]] == [[0, 1, 2], [0, 1, 2]]
+    assert all(r.seeds == [None, None, None] for r in be.calls[0])
+    cache = GenerationCache(tmp_path / "c")
+    list(generate(numbered(recs), EchoBackend(), SETTINGS, run_id="r", preset_name="b", cache=cache))
+    be3, tally = EchoBackend(), Tally()
+    again = list(
+        generate(numbered(recs), be3, Settings(0.0, 1.0, 16, 3, 7, 64), run_id="r", preset_name="b",
+                 cache=cache, tally=tally)
+    )
+    assert be3.calls == [] and tally.cached == 6 and tally.generated == 0
+    assert {(r["id"], r["completion"]) for r in again} == {("d/0", "p0#0"), ("d/1", "p1#0")}
+    assert len({r["key"] for r in again}) == 6 and len(out) == 6
+    # The siblings were stored under their own keys: a later lookup hits directly.
+    assert all(cache.get(r["key"])["completion"] == r["completion"] for r in again)
+
+
 def test_resume_skips_done_keys_and_errors_are_records(tmp_path):
     recs = [{"id": f"d/{i}", "prompt": f"p{i}", "stop": []} for i in range(4)]
     be = EchoBackend(fail_on="p2")
@@ -313,96 +336,7 @@ def test_prompt_too_long_is_an_error_record(real_model, tmp_path):
     assert f"{len(long_ones)} samples failed".encode() in out.stderr
 
 
-# ----------------------------------------------------------------------------- vLLM stand-in
-
-
-@pytest.fixture
-def vllm_standin(monkeypatch):
-    stubs = str(FIXTURES.parent / "stubs")
-    monkeypatch.syspath_prepend(stubs)
-    for mod in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
-        monkeypatch.delitem(sys.modules, mod)
-    import vllm
-
-    vllm.LLM.instances.clear()
-    vllm.LLM.fail_on = None
-    return vllm
-
-
-def test_vllm_backend_contract(vllm_standin, tmp_path):
-    from llmeval.backends.vllm import VLLMBackend
-    from llmeval.presets import load_preset
-
-    engine = load_preset("h100")["engine"]
-    folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    from llmeval.models import resolve_model
-
-    model = resolve_model(str(folder))
-    be = VLLMBackend(model, dict(engine, max_model_len=200), lambda m: None)
-    recs = [{"id": f"d/{i}", "prompt": f"prompt number {i}", "stop": ["\n\n"]} for i in range(5)]
-    recs.append({"id": "d/long", "prompt": "word " * 500, "stop": []})
-    settings = Settings(0.8, 0.95, 16, 3, 11, 4096)
-    out = list(generate(numbered(recs), be, settings, run_id="r", preset_name="h100"))
-    (llm,) = vllm_standin.LLM.instances
-    assert llm.model == str(folder)
-    assert llm.init_kwargs["gpu_memory_utilization"] == 0.92
-    assert (
-        llm.init_kwargs["max_num_seqs"] == 512 and llm.init_kwargs["enable_prefix_caching"] is True
-    )
-    assert llm.init_kwargs["tensor_parallel_size"] == 1 and llm.init_kwargs["dtype"] == "bfloat16"
-    assert llm.init_kwargs["max_model_len"] == 200
-    # One engine call for the whole chunk, n samples via SamplingParams, no duplicated prompts.
-    assert len(llm.calls) == 1
-    call = llm.calls[0]
-    assert call.prompts == [f"prompt number {i}" for i in range(5)]
-    assert all(
-        p.n == 3
-        and p.temperature == 0.8
-        and p.top_p == 0.95
-        and p.max_tokens == 16
-        and p.stop == ["\n\n"]
-        for p in call.params
-    )
-    assert len({p.seed for p in call.params}) == 5  # per-prompt seeds
-    good = [r for r in out if not r["error"]]
-    assert len(good) == 15 and {r["sample"] for r in good} == {0, 1, 2}
-    assert all(
-        r["usage"]["prompt_tokens"] == 4 and r["usage"]["completion_tokens"] == 12 for r in good
-    )
-    assert all(r["finish_reason"] == "stop" for r in good)
-    bad = [r for r in out if r["error"]]
-    assert len(bad) == 3 and all(
-        r["id"] == "d/long" and "prompt too long" in r["error"] for r in bad
-    )
-
-
-def test_vllm_engine_failure_is_isolated(vllm_standin, tmp_path):
-    from llmeval.backends.vllm import VLLMBackend
-    from llmeval.models import resolve_model
-
-    (tmp_path / "config.json").write_text("{}")
-    be = VLLMBackend(resolve_model(str(tmp_path)), {"dtype": "auto"}, lambda m: None)
-    vllm_standin.LLM.fail_on = "poison"
-    recs = [
-        {"id": "a", "prompt": "fine one"},
-        {"id": "b", "prompt": "poison pill"},
-        {"id": "c", "prompt": "fine two"},
-    ]
-    out = {
-        r["id"]: r for r in generate(numbered(recs), be, SETTINGS, run_id="r", preset_name="base")
-    }
-    assert out["b"]["error"] == "vLLM generate failed: RuntimeError: stand-in engine failure"
-    assert out["a"]["completion"] and out["c"]["completion"] and not out["a"]["error"]
-
-
-def test_vllm_wrong_engine_arg_fails(vllm_standin, tmp_path):
-    """The stand-in rejects what vLLM rejects, so a misspelt engine setting fails a test."""
-    with pytest.raises(TypeError, match="unexpected keyword argument 'max_num_seq'"):
-        vllm_standin.LLM("m", max_num_seq=4)
-    with pytest.raises(ValueError, match="top_p must be in"):
-        vllm_standin.SamplingParams(top_p=0.0)
+# ----------------------------------------------------------------------------- other backends
 
 
 def test_auto_backend_without_gpu_says_hf(monkeypatch):

@@ -1,23 +1,51 @@
 """The ``hf`` backend: transformers on the CPU or a GPU.
 
-Rows (one per prompt x sample) are grouped by sampling settings, sorted by
-prompt length and run in batches of ``engine.batch_size`` with left padding.
+Rows (one per sampled sample, one per greedy prompt) are grouped by sampling
+settings, sorted by prompt length and run in batches of ``engine.batch_size``
+with left padding. The model is fed :func:`~llmeval.backends.prompt_token_ids`,
+the same ids the vllm backend hands vLLM.
+
+Only llmeval's sampling settings apply: the model's ``generation_config``
+(sampling defaults, repetition penalty, length limits) is replaced at load by
+a neutral one that keeps only its end-of-sequence ids, so a chat model still
+stops at the end of its turn (Gemma's ``<end_of_turn>``, Llama 3's ``<|eot_id|>``),
+as vLLM stops on the same ids (``SamplingParams.update_from_generation_config``).
+
 Sampling is done by a logits processor with one ``torch.Generator`` per row,
 seeded from the sample's key, so a sample's text does not depend on which
 other rows share its batch. Stop sequences end a row as soon as they appear
-and are cut from the text.
+and are cut from the text; a batch ends as soon as every row has ended.
+
+``[engine.hf]`` options are passed to ``from_pretrained`` as given.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
 
-from llmeval.backends import Backend, Completion, Request, failed, truncate_at_stop
+from llmeval.backends import (
+    Backend,
+    Completion,
+    PromptError,
+    Request,
+    check_length,
+    failed,
+    prompt_token_ids,
+    truncate_at_stop,
+)
+from llmeval.backends.options import hf_kwargs
 from llmeval.errors import StageError, missing_dependency
 from llmeval.models import materialize
+
+# from_pretrained(dtype=...) (torch_dtype before); pyproject.toml's lower bound says the same.
+MIN_TRANSFORMERS = (4, 56)
+
+# One row of a batch: the request, the sample indices its text serves, its seed, its prompt ids.
+Row = tuple[Request, list[int], "int | None", list[int]]
 
 
 class HFBackend(Backend):
@@ -33,12 +61,23 @@ class HFBackend(Backend):
     def _load(self) -> None:
         if self._model is not None:
             return
+        with self.keepalive("loading"):
+            self._load_now()
+
+    def _load_now(self) -> None:
         try:
             import torch
             import transformers
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
         except ImportError:
             raise missing_dependency("transformers", "hf") from None
+        found = tuple(int(p) for p in re.findall(r"\d+", transformers.__version__)[:2])
+        if found < MIN_TRANSFORMERS:
+            need = ".".join(map(str, MIN_TRANSFORMERS))
+            raise StageError(
+                f"the hf backend needs transformers >= {need}, found {transformers.__version__}: "
+                f"pip install -U 'transformers>={need}'"
+            )
         threads = int(self.engine.get("threads") or 0)
         if threads > 0:
             torch.set_num_threads(threads)
@@ -49,22 +88,45 @@ class HFBackend(Backend):
         if dtype_name == "auto":
             dtype_name = "bfloat16" if device == "cuda" else "float32"
         where = materialize(self.model)
+        options = hf_kwargs(self.engine)
         transformers.utils.logging.disable_progress_bar()  # our own bar is the one on stderr
         t0 = time.monotonic()
         try:
-            tok = AutoTokenizer.from_pretrained(where, revision=self._revision())
-            model = AutoModelForCausalLM.from_pretrained(
-                where, dtype=getattr(torch, dtype_name), revision=self._revision()
+            tok = AutoTokenizer.from_pretrained(
+                where,
+                revision=self._revision(),
+                trust_remote_code=bool(options.get("trust_remote_code", False)),
             )
-        except OSError as exc:
+            model = AutoModelForCausalLM.from_pretrained(
+                where, dtype=getattr(torch, dtype_name), revision=self._revision(), **options
+            )
+        except (OSError, ValueError, TypeError) as exc:
             raise StageError(
                 f"cannot load model {self.model.name!r} with transformers: {exc}"
             ) from None
-        model.to(device).eval()
+        if "device_map" not in options:
+            model.to(device)
+        model.eval()
         tok.padding_side = "left"
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        self._model, self._tok, self._device, self._torch = model, tok, device, torch
+        pad = tok.pad_token_id
+        if pad is None:
+            pad = tok.eos_token_id if isinstance(tok.eos_token_id, int) else 0
+        # End of sequence: the tokenizer's EOS and every id the model's generation config
+        # names (chat models list their end-of-turn token there).
+        eos: set[int] = set()
+        for source in (getattr(model.generation_config, "eos_token_id", None), tok.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif isinstance(source, (list, tuple)):
+                eos.update(int(t) for t in source)
+        self._eos = sorted(eos)
+        # Nothing else of the model's generation config may reach generate(): transformers
+        # fills every setting a passed config leaves at its default from the model's own
+        # (repetition_penalty, top_k, temperature, max_length...).
+        model.generation_config = GenerationConfig(
+            eos_token_id=self._eos or None, pad_token_id=pad, bos_token_id=tok.bos_token_id
+        )
+        self._model, self._tok, self._device, self._torch, self._pad = model, tok, device, torch, pad
         config = model.config
         text_config = getattr(config, "text_config", None) or config
         limit = int(self.engine.get("max_model_len") or 0)
@@ -78,6 +140,8 @@ class HFBackend(Backend):
             torch=torch.__version__,
             threads=torch.get_num_threads(),
             max_model_len=self._max_len,
+            eos_token_ids=self._eos,
+            from_pretrained=options,
             load_s=round(time.monotonic() - t0, 2),
         )
         self.log(
@@ -89,36 +153,25 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ generation
 
-    def _encode(self, req: Request) -> tuple[list[int] | None, str | None]:
-        tok = self._tok
-        if req.messages is not None:
-            if not getattr(tok, "chat_template", None):
-                return None, (
-                    f"model {self.model.name} has no chat template; resolve without --chat "
-                    "to use completion-style prompts"
-                )
-            text = tok.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = tok(req.prompt)["input_ids"]
-        if len(ids) + req.sampling.max_tokens > self._max_len:
-            return ids, (
-                f"prompt too long: {len(ids)} prompt tokens + max_tokens {req.sampling.max_tokens} "
-                f"> the model's context of {self._max_len}"
-            )
-        return ids, None
+    def _encode(self, req: Request) -> list[int]:
+        ids = prompt_token_ids(self._tok, req)
+        check_length(ids, req.sampling.max_tokens, self._max_len)
+        return ids
 
     def generate(self, requests: list[Request]) -> Iterator[Completion]:
         self._load()
-        rows: list[tuple[Request, int, int | None, list[int]]] = []
+        rows: list[Row] = []
         for req in requests:
-            ids, error = self._encode(req)
-            if error:
-                yield from failed(req, error, len(ids) if ids else None)
+            try:
+                ids = self._encode(req)
+            except PromptError as exc:
+                yield from failed(req, str(exc), exc.prompt_tokens)
                 continue
-            assert ids is not None
-            rows += [(req, s, seed, ids) for s, seed in zip(req.samples, req.seeds)]
-        batch_size = int(self.engine.get("batch_size") or 8)
+            if req.greedy:
+                rows.append((req, list(req.samples), None, ids))
+            else:
+                rows += [(req, [s], seed, ids) for s, seed in zip(req.samples, req.seeds)]
+        batch_size = int(self.engine["batch_size"])
         rows.sort(
             key=lambda r: (
                 r[0].sampling.temperature,
@@ -133,48 +186,35 @@ class HFBackend(Backend):
             for i in range(0, len(group_rows), batch_size):
                 batch = group_rows[i : i + batch_size]
                 try:
-                    yield from self._run_batch(batch)
+                    done = list(self._run_batch(batch))
                 except Exception as exc:  # one bad batch must not end the run
                     if len(batch) == 1:
-                        req, s = batch[0][0], batch[0][1]
-                        yield Completion(
-                            req,
-                            s,
-                            None,
-                            "error",
-                            len(batch[0][3]),
-                            None,
-                            f"generation failed: {type(exc).__name__}: {exc}",
-                        )
+                        done = list(self._row_failed(batch[0], exc))
                     else:
-                        for row in batch:  # isolate the row that fails
-                            yield from self._run_batch_safe([row])
+                        done = [c for row in batch for c in self._run_batch_safe([row])]
+                yield from done
 
-    def _run_batch_safe(self, batch: list[Any]) -> Iterator[Completion]:
-        try:
-            yield from self._run_batch(batch)
-        except Exception as exc:
-            req, s, _, ids = batch[0]
+    def _row_failed(self, row: Row, exc: Exception) -> Iterator[Completion]:
+        req, samples, _, ids = row
+        for s in samples:
             yield Completion(
-                req,
-                s,
-                None,
-                "error",
-                len(ids),
-                None,
-                f"generation failed: {type(exc).__name__}: {exc}",
+                req, s, None, "error", len(ids), None, f"generation failed: {type(exc).__name__}: {exc}"
             )
 
-    def _run_batch(
-        self, batch: list[tuple[Request, int, int | None, list[int]]]
-    ) -> Iterator[Completion]:
+    def _run_batch_safe(self, batch: list[Row]) -> list[Completion]:
+        try:
+            return list(self._run_batch(batch))
+        except Exception as exc:
+            return list(self._row_failed(batch[0], exc))
+
+    def _run_batch(self, batch: list[Row]) -> Iterator[Completion]:
         torch = self._torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         tok = self._tok
         sampling = batch[0][0].sampling
         width = max(len(r[3]) for r in batch)
-        pad = tok.pad_token_id
+        pad = self._pad
         input_ids = torch.tensor(
             [[pad] * (width - len(r[3])) + r[3] for r in batch], device=self._device
         )
@@ -185,25 +225,25 @@ class HFBackend(Backend):
             max_new_tokens=sampling.max_tokens,
             do_sample=False,  # sampling, when asked, is the seeded logits processor below
             pad_token_id=pad,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=self._eos or None,
             bos_token_id=tok.bos_token_id,
         )
         processors = LogitsProcessorList()
         if sampling.temperature > 0:
             processors.append(_SeededSampler([r[2] for r in batch], sampling, self._device, torch))
-        stopper = _StopOnStrings(tok, sampling.stop, width, torch) if sampling.stop else None
+        criteria: list[Any] = [_Ticker(self, len(batch), torch)]
+        if sampling.stop:
+            criteria.append(_StopOnStrings(tok, sampling.stop, width, torch))
         with torch.inference_mode():
             out = self._model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
                 generation_config=config,
                 logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList([stopper] if stopper else []),
+                stopping_criteria=StoppingCriteriaList(criteria),
             )
-        eos = (
-            {tok.eos_token_id} if isinstance(tok.eos_token_id, int) else set(tok.eos_token_id or [])
-        )
-        for row, (req, s, _, ids) in enumerate(batch):
+        eos = set(self._eos)
+        for row, (req, samples, _, ids) in enumerate(batch):
             generated = out[row, width:].tolist()
             n_tokens, hit_eos = 0, False
             for t in generated:
@@ -218,7 +258,20 @@ class HFBackend(Backend):
             text = tok.decode(generated[:n_tokens], skip_special_tokens=True)
             text, hit_stop = truncate_at_stop(text, sampling.stop)
             finish = "stop" if hit_eos or hit_stop else "length"
-            yield Completion(req, s, text, finish, len(ids), n_tokens)
+            for s in samples:
+                yield Completion(req, s, text, finish, len(ids), n_tokens)
+
+
+class _Ticker:
+    """A stopping criterion that never stops: it keeps the heartbeat fresh during a long batch."""
+
+    def __init__(self, backend: Backend, rows: int, torch: Any):
+        self.backend, self.rows, self.torch, self.steps = backend, rows, torch, 0
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        self.steps += 1
+        self.backend.tick(lambda: {"phase": "generating", "batch": self.rows, "step": self.steps})
+        return self.torch.zeros(input_ids.shape[0], dtype=self.torch.bool, device=input_ids.device)
 
 
 class _SeededSampler:

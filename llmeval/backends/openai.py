@@ -1,11 +1,16 @@
 """The ``openai`` backend: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs).
 
 Records with ``messages`` go to ``/chat/completions``, the others to
-``/completions``. Requests run ``engine.concurrency`` at a time; 429, 5xx,
-connection errors and timeouts are retried with exponential backoff (honouring
-``Retry-After``) up to ``engine.max_retries`` times; then the samples become
-error records. Servers that ignore ``n`` (llama.cpp) are asked again until every
-sample has a choice. Only the standard library is used.
+``/completions``. Every sampled sample is its own HTTP request with ``n = 1``
+and the sample's own ``seed``, so its text depends only on its key (a request
+with ``n = 3`` and one seed makes each draw depend on the others; ``vllm
+serve`` derives the i-th choice from seed + i). A greedy prompt is one
+request whose text serves every sample index (``vllm serve`` answers
+``n > 1`` at temperature 0 with HTTP 400). Requests run
+``engine.concurrency`` at a time; 429, 5xx, connection errors and timeouts
+are retried with exponential backoff (honouring ``Retry-After``) up to
+``engine.max_retries`` times; then the samples become error records. Only
+the standard library is used.
 """
 
 from __future__ import annotations
@@ -18,12 +23,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from llmeval.backends import Backend, Completion, Request, failed, truncate_at_stop
+from llmeval.backends import Backend, Completion, Request, truncate_at_stop
 from llmeval.errors import StageError
 from llmeval.models import ModelRef
 
@@ -92,11 +96,6 @@ def served_model(name: str, base_url: str | None, key_env: str = "OPENAI_API_KEY
     return ModelRef(name, "served", model_id, rev, f"{model_id}@{rev}", None)
 
 
-def _rest(req: Request, remaining: list[tuple[int, int | None]]) -> Request:
-    """``req`` narrowed to the samples still without a choice."""
-    return replace(req, samples=[s for s, _ in remaining], seeds=[sd for _, sd in remaining])
-
-
 class OpenAIBackend(Backend):
     name = "openai"
 
@@ -161,60 +160,61 @@ class OpenAIBackend(Backend):
                 self.retried += 1
                 time.sleep(delay)
 
-    def _one(self, req: Request) -> list[Completion]:
-        """All samples of one request, asking again while the server returns fewer than n."""
-        results: list[Completion] = []
-        remaining = list(zip(req.samples, req.seeds))
-        while remaining:
-            url, body = self._body(req, len(remaining), remaining[0][1])
-            try:
-                reply = self._post(url, body)
-            except HTTPFailure as exc:
-                return results + list(failed(_rest(req, remaining), str(exc)))
-            choices = [c for c in (reply.get("choices") or []) if isinstance(c, dict)]
-            if not choices:
-                return results + list(
-                    failed(_rest(req, remaining), f"{url}: reply without choices")
-                )
-            usage = reply.get("usage") or {}
-            choices.sort(key=lambda c: c.get("index", 0))
-            for choice in choices[: len(remaining)]:
-                sample, _ = remaining.pop(0)
-                if req.messages is not None:
-                    text = (choice.get("message") or {}).get("content") or ""
-                else:
-                    text = choice.get("text") or ""
-                # Servers differ on whether the stop string is included; cut it either way.
-                text, _ = truncate_at_stop(text, req.sampling.stop)
-                finish = choice.get("finish_reason") or "stop"
-                tokens = usage.get("completion_tokens") if len(choices) == 1 else None
-                results.append(
-                    Completion(
-                        req,
-                        sample,
-                        text,
-                        "length" if finish == "length" else "stop",
-                        usage.get("prompt_tokens"),
-                        tokens,
-                    )
-                )
-        return results
+    def _one(self, job: tuple[Request, list[int], int | None]) -> list[Completion]:
+        """One HTTP request (n = 1): the completion of ``samples`` (one, or every index of a greedy prompt)."""
+        req, samples, seed = job
+        url, body = self._body(req, 1, seed)
+        try:
+            reply = self._post(url, body)
+        except HTTPFailure as exc:
+            return [Completion(req, s, None, "error", None, None, str(exc)) for s in samples]
+        choices = [c for c in (reply.get("choices") or []) if isinstance(c, dict)]
+        if not choices:
+            return [
+                Completion(req, s, None, "error", None, None, f"{url}: reply without choices")
+                for s in samples
+            ]
+        usage = reply.get("usage") or {}
+        choice = min(choices, key=lambda c: c.get("index", 0))
+        if req.messages is not None:
+            text = (choice.get("message") or {}).get("content") or ""
+        else:
+            text = choice.get("text") or ""
+        # Servers differ on whether the stop string is included; cut it either way.
+        text, _ = truncate_at_stop(text, req.sampling.stop)
+        finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        return [
+            Completion(
+                req, s, text, finish, usage.get("prompt_tokens"), usage.get("completion_tokens")
+            )
+            for s in samples
+        ]
+
+    def _jobs(self, requests: list[Request]) -> Iterator[tuple[Request, list[int], int | None]]:
+        for req in requests:
+            if req.greedy:
+                yield req, list(req.samples), None
+            else:
+                for s, seed in zip(req.samples, req.seeds):
+                    yield req, [s], seed
 
     def generate(self, requests: list[Request]) -> Iterator[Completion]:
         with ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="llmeval-openai"
         ) as pool:
             pending: set[Future[list[Completion]]] = set()
-            queue = iter(requests)
-            for req in queue:
-                pending.add(pool.submit(self._one, req))
+            queue = self._jobs(requests)
+            for job in queue:
+                pending.add(pool.submit(self._one, job))
                 if len(pending) >= self.concurrency * 2:
                     break
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                finished, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     yield from fut.result()
                     nxt = next(queue, None)
                     if nxt is not None:
                         pending.add(pool.submit(self._one, nxt))
+                if not finished:
+                    self.tick({"phase": "waiting for the server", "in_flight": len(pending)})
         self.facts.update(requests_sent=self.requests_sent, retries=self.retried)
