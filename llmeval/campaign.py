@@ -8,16 +8,21 @@
 
 Result tree (one file per model, dataset and stage)::
 
-    <output>/<campaign>/prompts/<dataset>.jsonl            eval-resolve (<dataset>.chat.jsonl for chat models)
+    <output>/<campaign>/prompts/<dataset>.jsonl            eval-resolve (<dataset>.chat.jsonl for chat models,
+                                                           <dataset>[.chat].sys-<hash>.jsonl with a system prompt)
     <output>/<campaign>/<model>/<dataset>.gen.jsonl        eval-generate (+ .metrics.json, .runs.jsonl)
     <output>/<campaign>/<model>/<dataset>.scored.jsonl     eval-score    (+ .metrics.json, .runs.jsonl)
-    <output>/<campaign>/summary.jsonl, summary.md          eval-aggregate --compare
+    <output>/<campaign>/summary.jsonl, summary.md          eval-aggregate --compare (+ report.html)
     <output>/<campaign>/logs/, slurm/, slurm_jobs.json     SLURM logs, rendered scripts, job ids
 
-Per model: its preset, backend, chat or completion prompts (``chat``), system
-prompt, tensor parallelism, context length and any engine option (an
-``engine`` table: [engine] keys, ``vllm.LLM(...)`` or ``from_pretrained``
-arguments) reach its eval-generate command as flags (``--engine KEY=VALUE``),
+Per model (the model-dataset mapping is data: a model's ``datasets`` or
+``categories``): its chat or completion prompts (``chat``) and system prompt
+(``system_prompt``, given to eval-resolve's ``--system``: the system message of
+chat prompts, the head of completion prompts, as lm-eval's
+``--system_instruction``) choose its prompt file; its preset, backend, tensor
+parallelism, context length and any engine option (an ``engine`` table:
+[engine] keys, ``vllm.LLM(...)`` or ``from_pretrained`` arguments) reach its
+eval-generate command as flags (``--engine KEY=VALUE``),
 and its GPUs (tensor x pipeline parallel size), CPUs, memory and time size its
 own SLURM request: models with the same resources share a job array, a model
 that needs 4 GPUs gets an array of its own.
@@ -31,6 +36,7 @@ nothing that had finished.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -138,9 +144,11 @@ class Campaign:
     def datasets(self) -> list[str]:
         return sorted({d for m in self.models for d in m.datasets})
 
-    def prompt_sets(self) -> list[tuple[str, bool]]:
-        """The (dataset, chat) prompt files the models need: chat models read chat prompts."""
-        return sorted({(d, m.chat) for m in self.models for d in m.datasets})
+    def prompt_sets(self) -> list[tuple[str, bool, str | None]]:
+        """The (dataset, chat, system prompt) prompt files the models need: chat models read
+        chat prompts, a model with a system prompt reads prompts resolved with it."""
+        sets = {(d, m.chat, m.system_prompt) for m in self.models for d in m.datasets}
+        return sorted(sets, key=lambda t: (t[0], t[1], t[2] or ""))
 
     def model(self, label: str) -> ModelEntry:
         for m in self.models:
@@ -153,17 +161,64 @@ class Campaign:
     def file(self, label: str, dataset: str, stage: str) -> Path:
         return self.root / label / f"{dataset}.{'gen' if stage == 'generate' else 'scored'}.jsonl"
 
-    def prompts(self, dataset: str, chat: bool = False) -> Path:
+    def prompts(self, dataset: str, chat: bool = False, system: str | None = None) -> Path:
         stem = Path(dataset).name.split(".")[0]
-        return self.root / "prompts" / f"{stem}{'.chat' if chat else ''}.jsonl"
+        sys_tag = f".sys-{hashlib.sha256(system.encode()).hexdigest()[:10]}" if system else ""
+        return self.root / "prompts" / f"{stem}{'.chat' if chat else ''}{sys_tag}.jsonl"
+
+    def prompts_of(self, m: ModelEntry, dataset: str) -> Path:
+        """The prompt file model ``m`` reads for ``dataset``."""
+        return self.prompts(dataset, m.chat, m.system_prompt)
 
 
-def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
+# The types of the keys that are not checked elsewhere (sampling keys: by eval-generate's
+# flags; engine tables: by llmeval.backends.options; slurm tables: rendered as text).
+KEY_TYPES: dict[str, type] = {
+    "name": str,
+    "description": str,
+    "output": str,
+    "preset": str,
+    "label": str,
+    "model": str,
+    "backend": str,
+    "base_url": str,
+    "system_prompt": str,
+    "chat": bool,
+    "limit": int,
+    "datasets": list,
+    "categories": list,
+    "data_dirs": list,
+    "models": list,
+    "engine": dict,
+    "slurm": dict,
+    "tensor_parallel_size": int,
+    "max_model_len": int,
+}
+
+
+def _check_keys(path: Path, where: str, table: Any, allowed: set[str]) -> None:
+    if not isinstance(table, dict):
+        raise CampaignError(f"{path}: {where.rstrip('.')} must be a table")
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise CampaignError(
             f"{path}: unknown key {where}{unknown[0]} (known: {', '.join(sorted(allowed))})"
         )
+    for key, value in table.items():
+        want = KEY_TYPES.get(key) if where.count(".") <= 1 and "slurm" not in where else None
+        if want is None:
+            continue
+        ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
+        if ok and want is list:
+            ok = all(isinstance(v, dict if key == "models" else str) for v in value)
+        if not ok:
+            items = "tables" if key == "models" else "strings"
+            desc = {"list": f"a list of {items}", "dict": "a table"}.get(
+                want.__name__, want.__name__
+            )
+            raise CampaignError(
+                f"{path}: key {where}{key}: expected {desc}, got {type(value).__name__} {value!r}"
+            )
 
 
 def load_campaign(path: str, output: str | None = None) -> Campaign:
@@ -249,7 +304,7 @@ def load_campaign(path: str, output: str | None = None) -> Campaign:
                 base_url=m.get("base_url"),
                 max_model_len=m.get("max_model_len", engine_table.get("max_model_len")),
                 sampling=sampling,
-                system_prompt=m.get("system_prompt", data.get("system_prompt")),
+                system_prompt=m.get("system_prompt", data.get("system_prompt")) or None,
                 engine_flags=top_engine + model_flags,
                 slurm=dict(m.get("slurm", {})),
             )
@@ -270,6 +325,94 @@ def load_campaign(path: str, output: str | None = None) -> Campaign:
 
 
 # ---------------------------------------------------------------------------- steps
+#
+# The step graph is declared once, here, as data (:func:`steps`): the local runner
+# (:func:`run_task`, :func:`step`), the makefile writer (:func:`makefile`) and the SLURM
+# array tasks (``eval-campaign run --task I``) all read it.
+
+STAGES = ("resolve", "generate", "score", "aggregate")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: ``stage`` writes ``target`` once the steps writing ``needs`` are done.
+
+    A step is done when its stamp (``<target>.done``) exists. A step that
+    ``runs_needs`` runs what it needs first (generate resolves its prompts, score
+    generates); aggregate only checks (on SLURM it runs after the arrays, with no
+    GPU of its own, and must never generate).
+    """
+
+    stage: str
+    target: Path
+    needs: tuple[Path, ...] = ()
+    model: str | None = None
+    dataset: str | None = None
+    chat: bool = False
+    system: str | None = None  # resolve: the system prompt the prompts are resolved with
+    runs_needs: bool = True
+
+    @property
+    def stamp(self) -> Path:
+        return _stamp(self.target)
+
+    def selector(self) -> list[str]:
+        """The ``eval-campaign step`` flags that name this step."""
+        flags = ["--stage", self.stage]
+        if self.model is not None:
+            flags += ["--model", self.model]
+        if self.dataset is not None:
+            flags += ["--dataset", self.dataset]
+        if self.stage == "resolve":
+            flags += ["--chat"] if self.chat else []
+            flags += ["--system", self.system] if self.system else []
+        return flags
+
+
+def steps(c: Campaign) -> list[Step]:
+    """Every step of the campaign, each after the steps it needs."""
+    out = [
+        Step("resolve", c.prompts(d, chat, system), dataset=d, chat=chat, system=system)
+        for d, chat, system in c.prompt_sets()
+    ]
+    scored = []
+    for m in c.models:
+        for d in m.datasets:
+            gen, sc = c.file(m.label, d, "generate"), c.file(m.label, d, "score")
+            out.append(Step("generate", gen, (c.prompts_of(m, d),), m.label, d, m.chat))
+            out.append(Step("score", sc, (gen,), m.label, d, m.chat))
+            scored.append(sc)
+    out.append(Step("aggregate", c.root / "summary.jsonl", tuple(scored), runs_needs=False))
+    return out
+
+
+def find_step(
+    c: Campaign,
+    stage: str,
+    label: str | None = None,
+    dataset: str | None = None,
+    chat: bool = False,
+    system: str | None = None,
+) -> Step:
+    """The step ``eval-campaign step`` names; a usage error says what is missing."""
+    if stage not in STAGES:
+        raise UsageError(f"step --stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    if stage == "resolve" and dataset is None:
+        raise UsageError("step --stage resolve needs --dataset NAME")
+    if stage in ("generate", "score") and (label is None or dataset is None):
+        raise UsageError(f"step --stage {stage} needs --model LABEL and --dataset NAME")
+    for s in steps(c):
+        if s.stage != stage or s.dataset != dataset:
+            continue
+        if s.model == label if stage != "resolve" else (s.chat, s.system) == (chat, system):
+            return s
+    if label is not None:
+        m = c.model(label)
+        raise CampaignError(
+            f"{c.path}: model {label} does not run {dataset} (its datasets: {', '.join(m.datasets)})"
+        )
+    kind = ("chat " if chat else "") + ("prompts with that system prompt" if system else "prompts")
+    raise CampaignError(f"{c.path}: no model of the campaign reads {kind} of {dataset}")
 
 
 def _stamp(path: Path) -> Path:
@@ -283,111 +426,106 @@ def _run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> None:
         raise CampaignError(f"step failed with exit status {rc}: {' '.join(cmd[:4])} ...")
 
 
+def commands(
+    c: Campaign, s: Step, out: Path | None = None
+) -> list[tuple[list[str], tuple[int, ...]]]:
+    """The stage processes step ``s`` runs (writing ``out``, default its target), each with the
+    exit statuses that count as success."""
+    py, out = sys.executable, out or s.target
+    if s.stage == "resolve":
+        assert s.dataset is not None
+        cmd = [py, "-m", "llmeval.resolve", s.dataset, "-o", str(out)]
+        for d in c.data_dirs:
+            cmd += ["--data-dir", d]
+        if c.limit:
+            cmd += ["--limit", str(c.limit)]
+        cmd += ["--chat"] if s.chat else []
+        return [(cmd + (["--system", s.system] if s.system else []), (0,))]
+    if s.stage == "aggregate":
+        scored = [str(n) for n in s.needs]
+        agg = [py, "-m", "llmeval.aggregate", *scored, "--compare"]
+        return [
+            (agg + ["--format", "jsonl", "-o", str(out)], (0,)),
+            (agg + ["--format", "markdown", "-o", str(out.with_name("summary.md"))], (0,)),
+            (agg + ["--format", "html", "-o", str(out.with_name("report.html"))], (0,)),
+        ]
+    assert s.model is not None and s.dataset is not None
+    m = c.model(s.model)
+    if s.stage == "score":
+        return [
+            (
+                [py, "-m", "llmeval.score", str(s.needs[0]), "-o", str(out), "--preset", m.preset],
+                (0,),
+            )
+        ]
+    cmd = [py, "-m", "llmeval.generate", str(s.needs[0]), "--model", m.model, "--label", m.label]
+    cmd += ["--preset", m.preset, "-o", str(out)]
+    if m.backend:
+        cmd += ["--backend", m.backend]
+    if m.base_url:
+        cmd += ["--base-url", m.base_url]
+    for flag in m.engine_flags:
+        cmd += ["--engine", flag]
+    for k in SAMPLING:
+        if k in m.sampling:
+            cmd += ["-n" if k == "n" else f"--{k.replace('_', '-')}", str(m.sampling[k])]
+    return [(cmd, (0, 3))]  # 3: finished, some samples are error records
+
+
+def execute(c: Campaign, s: Step, graph: dict[Path, Step] | None = None) -> bool:
+    """Run step ``s`` unless its stamp exists (its needs first, if it runs them); return
+    whether it ran."""
+    if s.stamp.exists():
+        return False
+    graph = graph if graph is not None else {x.target: x for x in steps(c)}
+    if s.runs_needs:
+        for need in s.needs:
+            execute(c, graph[need], graph)
+    else:
+        missing = [str(n) for n in s.needs if not _stamp(n).exists()]
+        if missing:
+            raise CampaignError(
+                f"cannot {s.stage}: {len(missing)} files it reads are not complete, e.g. {missing[0]}"
+            )
+    s.target.parent.mkdir(parents=True, exist_ok=True)
+    if s.stage == "resolve":
+        # All or nothing: array tasks that need the same prompts may resolve them at once.
+        tmp = s.target.with_name(f".{s.target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        for cmd, ok in commands(c, s, tmp):
+            _run(cmd, ok)
+        os.replace(tmp, s.target)
+    else:
+        for cmd, ok in commands(c, s):
+            _run(cmd, ok)
+    s.stamp.touch()
+    return True
+
+
 def step(
     c: Campaign,
     stage: str,
     label: str | None = None,
     dataset: str | None = None,
     chat: bool = False,
+    system: str | None = None,
 ) -> bool:
-    """Run one step unless its stamp exists; return whether it ran."""
-    py = sys.executable
-    if stage == "resolve":
-        if dataset is None:
-            raise UsageError("step --stage resolve needs --dataset NAME")
-        target = c.prompts(dataset, chat)
-        if _stamp(target).exists():
-            return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        cmd = [py, "-m", "llmeval.resolve", dataset, "-o", str(tmp)]
-        for d in c.data_dirs:
-            cmd += ["--data-dir", d]
-        if c.limit:
-            cmd += ["--limit", str(c.limit)]
-        if chat:
-            cmd += ["--chat"]
-        tmp.unlink(missing_ok=True)
-        _run(cmd)
-        os.replace(tmp, target)  # all-or-nothing: concurrent tasks write the same content
-        _stamp(target).touch()
-        return True
-    if stage == "aggregate":
-        target = c.root / "summary.jsonl"
-        scored = [str(c.file(m.label, d, "score")) for m in c.models for d in m.datasets]
-        missing = [s for s in scored if not _stamp(Path(s)).exists()]
-        if missing:
-            raise CampaignError(
-                f"cannot aggregate: {len(missing)} scored files are not complete, e.g. {missing[0]}"
-            )
-        for fmt, dest in (("jsonl", target), ("markdown", c.root / "summary.md")):
-            with open(dest.with_name(dest.name + ".tmp"), "wb") as fh:
-                rc = subprocess.call(
-                    [py, "-m", "llmeval.aggregate", *scored, "--compare", "--format", fmt],
-                    stdout=fh,
-                )
-            if rc != 0:
-                raise CampaignError(f"eval-aggregate failed with exit status {rc}")
-            os.replace(dest.with_name(dest.name + ".tmp"), dest)
-        _stamp(target).touch()
-        return True
-    if label is None or dataset is None:
-        raise UsageError(f"step --stage {stage} needs --model LABEL and --dataset NAME")
-    m = c.model(label)
-    out = c.file(label, dataset, stage)
-    if _stamp(out).exists():
-        return False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if stage == "generate":
-        if not _stamp(c.prompts(dataset, m.chat)).exists():
-            step(c, "resolve", dataset=dataset, chat=m.chat)
-        cmd = [
-            py,
-            "-m",
-            "llmeval.generate",
-            str(c.prompts(dataset, m.chat)),
-            "--model",
-            m.model,
-            "--label",
-            m.label,
-            "--preset",
-            m.preset,
-            "-o",
-            str(out),
-        ]
-        if m.backend:
-            cmd += ["--backend", m.backend]
-        if m.base_url:
-            cmd += ["--base-url", m.base_url]
-        for flag in m.engine_flags:
-            cmd += ["--engine", flag]
-        if m.system_prompt:
-            cmd += ["--system-prompt", m.system_prompt]
-        for k in SAMPLING:
-            if k in m.sampling:
-                cmd += ["-n" if k == "n" else f"--{k.replace('_', '-')}", str(m.sampling[k])]
-        _run(cmd, ok=(0, 3))  # 3: finished, some samples are error records
-    elif stage == "score":
-        gen = c.file(label, dataset, "generate")
-        if not _stamp(gen).exists():
-            step(c, "generate", label, dataset)
-        _run([py, "-m", "llmeval.score", str(gen), "-o", str(out), "--preset", m.preset])
-    else:
-        raise CampaignError(f"unknown stage {stage!r}")
-    _stamp(out).touch()
-    return True
+    """Run one step (``eval-campaign step``) unless its stamp exists; return whether it ran."""
+    return execute(c, find_step(c, stage, label, dataset, chat, system))
 
 
 def run_task(c: Campaign, task: int, stages: tuple[str, ...] = ("generate", "score")) -> None:
-    """Everything array task ``task`` does: its model on each of its datasets."""
+    """Everything array task ``task`` does: its model's steps of ``stages``, dataset by dataset."""
     if not 0 <= task < len(c.models):
         raise CampaignError(
             f"task {task} out of range: the campaign has {len(c.models)} models (0-{len(c.models) - 1})"
         )
-    m = c.models[task]
-    for dataset in m.datasets:
-        for stage in stages:
-            step(c, stage, m.label, dataset)
+    label = c.models[task].label
+    plan = steps(c)
+    graph = {s.target: s for s in plan}
+    for s in plan:
+        if s.model == label and s.stage in stages:
+            execute(c, s, graph)
 
 
 # ---------------------------------------------------------------------------- SLURM
@@ -598,33 +736,20 @@ def makefile(c: Campaign) -> str:
     """A makefile whose targets are the steps' stamps: make tracks what is done."""
     py, camp, out = sys.executable, str(c.path), str(c.root.parent)
     run = f"{py} -m llmeval.campaign step {shlex.quote(camp)} --results {shlex.quote(out)}"
+    plan = steps(c)
     lines = [
         f"# generated by eval-campaign from {camp}; regenerated by make campaign",
         ".DELETE_ON_ERROR:",
         "",
+        f"all: {plan[-1].stamp}",
+        "",
     ]
-    summary = _stamp(c.root / "summary.jsonl")
-    lines += [f"all: {summary}", ""]
-    scored_stamps = []
-    for d, chat in c.prompt_sets():
+    for s in plan:  # model by model, as steps() lists them
         lines += [
-            f"{_stamp(c.prompts(d, chat))}:",
-            f"\t{run} --stage resolve --dataset {shlex.quote(d)}" + (" --chat" if chat else ""),
+            f"{s.stamp}:" + "".join(f" {_stamp(n)}" for n in s.needs),
+            f"\t{run} " + " ".join(shlex.quote(a) for a in s.selector()),
             "",
         ]
-    for m in c.models:  # model by model
-        for d in m.datasets:
-            gen, sc = _stamp(c.file(m.label, d, "generate")), _stamp(c.file(m.label, d, "score"))
-            lines += [
-                f"{gen}: {_stamp(c.prompts(d, m.chat))}",
-                f"\t{run} --stage generate --model {shlex.quote(m.label)} --dataset {shlex.quote(d)}",
-                "",
-                f"{sc}: {gen}",
-                f"\t{run} --stage score --model {shlex.quote(m.label)} --dataset {shlex.quote(d)}",
-                "",
-            ]
-            scored_stamps.append(str(sc))
-    lines += [f"{summary}: " + " ".join(scored_stamps), f"\t{run} --stage aggregate", ""]
     return "\n".join(lines)
 
 
@@ -632,15 +757,55 @@ def makefile(c: Campaign) -> str:
 
 
 def status(c: Campaign) -> list[dict[str, Any]]:
+    """One row per (model, dataset): each stage's file, lines and stamp, and, once the
+    campaign was submitted, its array task's SLURM state (``slurm``)."""
+    states = slurm_states(c)
     rows = []
-    for m in c.models:
+    for i, m in enumerate(c.models):
         for d in m.datasets:
             row: dict[str, Any] = {"model": m.label, "dataset": d}
             for stage in ("generate", "score"):
                 f = c.file(m.label, d, stage)
                 row[stage] = {"file": str(f), "lines": _lines(f), "done": _stamp(f).exists()}
+            if states is not None:
+                row["slurm"] = states.get(i) or {"note": states["note"]}
             rows.append(row)
     return rows
+
+
+def slurm_states(c: Campaign) -> dict[Any, Any] | None:
+    """Each model's array tasks in its latest submission, by model index and stage
+    (``pipeline``, or ``generate`` and ``score`` with a score partition): ``{"state",
+    "job_id"}`` from squeue, ``log_tail`` for a failed one; ``note`` says why a task is
+    missing. None for a campaign never submitted."""
+    from llmeval.slurm import squeue_tasks
+
+    record = c.root / "slurm_jobs.json"
+    if not record.exists():
+        return None
+    # (array job, task id) -> (model index, stage, submission number)
+    where: dict[tuple[str, str], tuple[int, str, int]] = {}
+    for n, sub in enumerate(orjson.loads(record.read_bytes()).get("submissions", [])):
+        for array in sub.get("arrays", []):
+            for stage in ("pipeline", "generate", "score"):
+                if stage in array:
+                    for t in array["tasks"]:
+                        where[(str(array[stage]), str(t))] = (int(t), stage, n)
+    seen = squeue_tasks({job for job, _ in where})
+    out: dict[Any, Any] = {
+        "note": seen["note"] or "not in squeue (finished longer ago than MinJobAge, or never ran)"
+    }
+    newest: dict[tuple[int, str], int] = {}
+    for task in seen["tasks"]:
+        hit = where.get((task["array_job_id"], task["array_task_id"]))
+        if hit is None or hit[2] < newest.get(hit[:2], -1):
+            continue  # a re-submitted task is shown by its latest submission
+        index, stage, newest[hit[:2]] = hit
+        state = {"state": task["state"], "job_id": task["job_id"]}
+        if task.get("log_tail"):
+            state["log_tail"] = task["log_tail"]
+        out.setdefault(index, {})[stage] = state
+    return out
 
 
 def _lines(path: Path) -> int:
@@ -683,6 +848,7 @@ class CampaignCommand(cli.Command):
         p.add_argument("--model", metavar="LABEL", help="step: the model label")
         p.add_argument("--dataset", help="step: the dataset")
         p.add_argument("--chat", action="store_true", help="step resolve: the chat prompts")
+        p.add_argument("--system", metavar="TEXT", help="step resolve: the system prompt")
 
     def run(self) -> int:
         return _main(self.args)
@@ -706,11 +872,10 @@ def _main(args: Any) -> int:
                             "model_id": m.model,
                             "preset": m.preset,
                             "dataset": d,
-                            "prompts": str(c.prompts(d, m.chat)),
+                            "prompts": str(c.prompts_of(m, d)),
                             "resources": model_resources(c, m),
                             "generate_flags": [
                                 *(a for f in m.engine_flags for a in ("--engine", f)),
-                                *(["--system-prompt", m.system_prompt] if m.system_prompt else []),
                             ],
                             "gen": str(c.file(m.label, d, "generate")),
                             "scored": str(c.file(m.label, d, "score")),
@@ -743,7 +908,7 @@ def _main(args: Any) -> int:
             raise CampaignError(f"run --stage must be one of {', '.join(stages)}")
         run_task(c, args.task, stages[args.stage])
     elif args.command == "step":
-        step(c, args.stage, args.model, args.dataset, chat=args.chat)
+        step(c, args.stage, args.model, args.dataset, chat=args.chat, system=args.system)
     elif args.command == "aggregate":
         step(c, "aggregate")
         sys.stdout.write((c.root / "summary.md").read_text())

@@ -9,7 +9,16 @@ import pytest
 from conftest import FIXTURES, run_cmd
 
 from llmeval import campaign as campaign_mod
-from llmeval.campaign import load_campaign, model_resources, render, resource_profiles, step
+from llmeval.campaign import (
+    CampaignError,
+    load_campaign,
+    model_resources,
+    render,
+    resource_profiles,
+    status,
+    step,
+    steps,
+)
 
 CAMPAIGN = """
 name = "{name}"
@@ -51,10 +60,11 @@ def campaign_file(tmp_path: Path, name: str = "t", limit: int = 2, batch_size: i
 
 def expected_tree(camp: Path, output: Path) -> set[str]:
     c = load_campaign(str(camp), str(output))
-    files = {"summary.jsonl", "summary.jsonl.done", "summary.md"}
-    for d, chat in c.prompt_sets():
-        name = f"prompts/{d}{'.chat' if chat else ''}.jsonl"
-        files |= {name, name + ".done"}
+    files = {"summary.jsonl", "summary.jsonl.done", "summary.md", "report.html"}
+    for s in steps(c):
+        if s.stage == "resolve":
+            name = str(s.target.relative_to(c.root))
+            files |= {name, name + ".done"}
     for m in c.models:
         for d in m.datasets:
             for kind in ("gen", "scored"):
@@ -112,14 +122,18 @@ def test_sbatch_arrays_per_resource_profile(tmp_path):
     c = load_campaign("campaigns/h100-specialists.toml", str(tmp_path))
     (one, small), (four, big) = resource_profiles(c)
     assert small == [0, 1] and big == [2]  # the 70B model at TP 4 gets an array of its own
-    assert one["gpus"] == 1 and four["gpus"] == 4 and one["partition"] == four["partition"] == "h100"
+    assert (
+        one["gpus"] == 1 and four["gpus"] == 4 and one["partition"] == four["partition"] == "h100"
+    )
     text = render(c, stage="pipeline", tasks=big, resources=four)
     assert "#SBATCH --gpus=4" in text and "#SBATCH --array=2%4" in text
     text = render(c, stage="pipeline", tasks=small, resources=one)
     assert "#SBATCH --gpus=1" in text and "#SBATCH --array=0,1%4" in text
     assert "#SBATCH --partition=h100" in text
     assert "#SBATCH --requeue" in text and '--task "$SLURM_ARRAY_TASK_ID"' in text
-    shown = run_cmd(["eval-campaign", "render", "campaigns/h100-specialists.toml", "--results", str(tmp_path)])
+    shown = run_cmd(
+        ["eval-campaign", "render", "campaigns/h100-specialists.toml", "--results", str(tmp_path)]
+    )
     assert shown.returncode == 0
     out = shown.stdout.decode()
     assert out.count("#SBATCH --gpus=") == 2 and "# ---- array 2: tasks 2" in out
@@ -165,7 +179,7 @@ partition = "h100"
 def capture_generate(c, label, dataset, monkeypatch):
     """The eval-generate command a step would run (prompts stamped as resolved)."""
     m = c.model(label)
-    prompts = c.prompts(dataset, m.chat)
+    prompts = c.prompts_of(m, dataset)
     prompts.parent.mkdir(parents=True, exist_ok=True)
     prompts.write_text("")
     prompts.with_name(prompts.name + ".done").touch()
@@ -183,7 +197,11 @@ def flags(cmd, name):
 def test_engine_settings_and_prompting_reach_eval_generate(tmp_path, monkeypatch):
     c = load_campaign("campaigns/h100-specialists.toml", str(tmp_path))
     cmd = capture_generate(c, "llama-3.1-70b", "gsm8k", monkeypatch)
-    assert flags(cmd, "--engine") == ["max_num_seqs=256", "tensor_parallel_size=4", "max_model_len=16384"]
+    assert flags(cmd, "--engine") == [
+        "max_num_seqs=256",
+        "tensor_parallel_size=4",
+        "max_model_len=16384",
+    ]
     assert cmd[3] == str(tmp_path / "specialists" / "prompts" / "gsm8k.chat.jsonl")
     assert flags(cmd, "--preset") == ["h100"] and flags(cmd, "-n") == ["10"]
     cmd = capture_generate(c, "biomistral-7b", "medqa", monkeypatch)
@@ -203,6 +221,7 @@ def test_chat_and_completion_prompts_per_model_and_system_prompt(tmp_path, monke
         f"""
 datasets = ["gsm8k"]
 data_dirs = ["{FIXTURES}"]
+limit = 1
 system_prompt = "Think step by step."
 [[models]]
 label = "base"
@@ -212,41 +231,61 @@ label = "instruct"
 model = "org/instruct"
 chat = true
 engine = {{ trust_remote_code = true, hf = {{ attn_implementation = "sdpa" }} }}
+[[models]]
+label = "plain"
+model = "org/plain"
+system_prompt = ""
 """
     )
     c = load_campaign(str(camp), str(tmp_path))
-    assert c.prompt_sets() == [("gsm8k", False), ("gsm8k", True)]
+    sys_prompt = "Think step by step."
+    assert c.prompt_sets() == [
+        ("gsm8k", False, None),
+        ("gsm8k", False, sys_prompt),
+        ("gsm8k", True, sys_prompt),
+    ]
     base = capture_generate(c, "base", "gsm8k", monkeypatch)
     inst = capture_generate(c, "instruct", "gsm8k", monkeypatch)
-    assert base[3].endswith("/prompts/gsm8k.jsonl") and inst[3].endswith("/prompts/gsm8k.chat.jsonl")
+    plain = capture_generate(c, "plain", "gsm8k", monkeypatch)
+    assert [Path(cmd[3]).name.split(".")[1:-1] for cmd in (base, inst, plain)] == [
+        [f"sys-{c.prompts('x', False, sys_prompt).name.split('-')[1][:10]}"],
+        ["chat", f"sys-{c.prompts('x', False, sys_prompt).name.split('-')[1][:10]}"],
+        [],
+    ]
     assert flags(inst, "--engine") == ["trust_remote_code=true", 'hf.attn_implementation="sdpa"']
-    assert flags(inst, "--system-prompt") == ["Think step by step."]
-    # Each prompt file is resolved as its models need it.
-    seen = []
-
-    def resolve(cmd, ok=(0,)):
-        seen.append(cmd)
-        Path(flags(cmd, "-o")[0]).write_text("")
-
-    monkeypatch.setattr(campaign_mod, "_run", resolve)
-    for chat in (False, True):
-        done = c.prompts("gsm8k", chat)
+    assert "--system-prompt" not in base + inst + plain  # the prompts carry it
+    # Each prompt file is resolved as its models need it, by eval-resolve itself.
+    monkeypatch.undo()
+    for chat, system in ((False, None), (False, sys_prompt), (True, sys_prompt)):
+        done = c.prompts("gsm8k", chat, system)
         done.with_name(done.name + ".done").unlink()
-    step(c, "resolve", dataset="gsm8k")
-    step(c, "resolve", dataset="gsm8k", chat=True)
-    assert ["--chat" in cmd for cmd in seen] == [False, True]
+        assert step(c, "resolve", dataset="gsm8k", chat=chat, system=system)
+    (plain_rec,) = records(c.prompts("gsm8k"))
+    (base_rec,) = records(c.prompts("gsm8k", False, sys_prompt))
+    (chat_rec,) = records(c.prompts("gsm8k", True, sys_prompt))
+    assert base_rec["prompt"] == sys_prompt + "\n\n" + plain_rec["prompt"]
+    assert chat_rec["messages"][0] == {"role": "system", "content": sys_prompt}
     mk = campaign_mod.makefile(c)
-    assert "--stage resolve --dataset gsm8k --chat" in mk and "--stage resolve --dataset gsm8k\n" in mk
+    assert "--stage resolve --dataset gsm8k --chat --system 'Think step by step.'\n" in mk
+    assert "--stage resolve --dataset gsm8k\n" in mk
+    with pytest.raises(CampaignError, match="no model of the campaign reads chat prompts of gsm8k"):
+        step(c, "resolve", dataset="gsm8k", chat=True)
 
 
 def test_bad_engine_key_in_a_campaign_is_one_line(tmp_path):
     camp = tmp_path / "c.toml"
-    camp.write_text('datasets = ["humaneval"]\n[[models]]\nmodel = "x"\nengine = { max_num_seq = 4 }\n')
+    camp.write_text(
+        'datasets = ["humaneval"]\n[[models]]\nmodel = "x"\nengine = { max_num_seq = 4 }\n'
+    )
     out = run_cmd(["eval-campaign", "plan", str(camp)])
     assert out.returncode == 1
     (line,) = out.stderr.decode().splitlines()
-    assert line.startswith(f"eval-campaign: error: {camp}: unknown key models[0].engine.max_num_seq (known: ")
-    camp.write_text('datasets = ["humaneval"]\n[[models]]\nmodel = "x"\nengine = { enforce_eager = "no" }\n')
+    assert line.startswith(
+        f"eval-campaign: error: {camp}: unknown key models[0].engine.max_num_seq (known: "
+    )
+    camp.write_text(
+        'datasets = ["humaneval"]\n[[models]]\nmodel = "x"\nengine = { enforce_eager = "no" }\n'
+    )
     out = run_cmd(["eval-campaign", "plan", str(camp)])
     assert out.stderr.decode().strip() == (
         f"eval-campaign: error: {camp}: key engine.vllm.enforce_eager: expected bool, got str 'no'"
@@ -366,7 +405,9 @@ def test_cancelled_task_resubmitted_resumes(slurm_cluster, real_model, tmp_path,
 
 
 @pytest.mark.slurm
-def test_models_with_different_resources_run_as_separate_arrays(slurm_cluster, tmp_path, monkeypatch):
+def test_models_with_different_resources_run_as_separate_arrays(
+    slurm_cluster, tmp_path, monkeypatch
+):
     """Per-model requests on a real cluster: two resource profiles, two arrays, one aggregate."""
     monkeypatch.setenv("LLMEVAL_CACHE", str(tmp_path / "cache"))
     preset = tmp_path / "p.toml"
@@ -413,6 +454,16 @@ time = "00:10:00"
     )
     script = (root / "slurm" / "pipeline-1.sbatch").read_text()
     assert "#SBATCH --mem=2G" in script and "#SBATCH --array=1" in script
+    # eval-campaign status names each model's array task and its SLURM state.
+    shown = run_cmd(["eval-campaign", "status", str(camp), "--results", str(output)])
+    rows = [orjson.loads(x) for x in shown.stdout.splitlines()]
+    assert [
+        (r["model"], r["slurm"]["pipeline"]["job_id"], r["slurm"]["pipeline"]["state"])
+        for r in rows
+    ] == [
+        ("small", f"{ids[0]}_0", "completed"),
+        ("large", f"{ids[1]}_1", "completed"),
+    ]
 
 
 @pytest.mark.slow
@@ -449,3 +500,188 @@ def test_make_campaign_interrupted_then_resumed(real_model, tmp_path, monkeypatc
     assert metrics["skipped"] + metrics["cached"] >= before
     again = subprocess.run(["make", "-f", mk], capture_output=True, timeout=60)
     assert again.returncode == 0 and b"Nothing to be done" in again.stdout
+
+
+def parse_makefile(text: str) -> dict[str, tuple[list[str], str]]:
+    rules, lines = {}, text.splitlines()
+    for i, line in enumerate(lines):
+        if ":" in line and not line.startswith(("\t", "#", ".")):
+            target, deps = line.split(":", 1)
+            command = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            rules[target] = (deps.split(), command)
+    return rules
+
+
+def test_one_step_graph_for_make_local_runs_and_slurm(tmp_path, monkeypatch):
+    """The makefile, `eval-campaign step` and an array task (`run --task`) all read steps()."""
+    c = load_campaign(str(campaign_file(tmp_path)), str(tmp_path / "out"))
+    plan = steps(c)
+    assert [(s.stage, s.model, s.dataset) for s in plan] == [
+        ("resolve", None, "gsm8k"),
+        ("resolve", None, "humaneval"),
+        ("generate", "greedy", "humaneval"),
+        ("score", "greedy", "humaneval"),
+        ("generate", "greedy", "gsm8k"),
+        ("score", "greedy", "gsm8k"),
+        ("generate", "sampled", "humaneval"),
+        ("score", "sampled", "humaneval"),
+        ("generate", "sampled", "gsm8k"),
+        ("score", "sampled", "gsm8k"),
+        ("aggregate", None, None),
+    ]
+    rules = parse_makefile(campaign_mod.makefile(c))
+    assert rules.pop("all") == ([str(plan[-1].stamp)], "")
+    assert set(rules) == {str(s.stamp) for s in plan}
+    for s in plan:
+        deps, command = rules[str(s.stamp)]
+        assert deps == [str(n) + ".done" for n in s.needs]
+        assert command.endswith(" ".join(s.selector()))
+    # An array task runs its model's steps in the graph's order, what they need first, once.
+    ran = []
+
+    def fake_run(cmd, ok=(0,)):
+        ran.append(cmd[2])
+        Path(cmd[cmd.index("-o") + 1]).write_text("")
+
+    monkeypatch.setattr(campaign_mod, "_run", fake_run)
+    campaign_mod.run_task(c, 1)
+    assert ran == ["llmeval.resolve", "llmeval.generate", "llmeval.score"] + [
+        "llmeval.resolve",
+        "llmeval.generate",
+        "llmeval.score",
+    ]
+    assert {s.target for s in plan if s.stamp.exists()} == {
+        s.target for s in plan if s.model in ("sampled", None) and s.stage != "aggregate"
+    }
+    ran.clear()
+    campaign_mod.run_task(c, 1)
+    assert ran == []
+    with pytest.raises(
+        CampaignError,
+        match="cannot aggregate: 2 files it reads are not complete, e.g. .*greedy.humaneval.scored.jsonl",
+    ):
+        step(c, "aggregate")
+    assert ran == []  # aggregate never generates
+
+
+def test_a_step_the_campaign_does_not_have(tmp_path):
+    camp = campaign_file(tmp_path)
+    c = load_campaign(str(camp), str(tmp_path / "out"))
+    with pytest.raises(
+        CampaignError, match="model greedy does not run mbpp .its datasets: humaneval, gsm8k"
+    ):
+        step(c, "generate", "greedy", "mbpp")
+    out = run_cmd(["eval-campaign", "step", str(camp), "--stage", "score", "--dataset", "gsm8k"])
+    assert out.returncode == 2
+    assert out.stderr.decode().strip() == (
+        "eval-campaign: error: step --stage score needs --model LABEL and --dataset NAME"
+    )
+    out = run_cmd(["eval-campaign", "step", str(camp), "--stage", "judge"])
+    assert (
+        out.returncode == 2
+        and b"step --stage must be one of resolve, generate, score, aggregate" in out.stderr
+    )
+
+
+def test_status_shows_each_tasks_latest_slurm_state(tmp_path, monkeypatch):
+    from llmeval import slurm
+
+    c = load_campaign(str(campaign_file(tmp_path)), str(tmp_path / "out"))
+    assert all("slurm" not in row for row in status(c))  # never submitted
+    c.root.mkdir(parents=True)
+    subs = [
+        {"arrays": [{"tasks": [0, 1], "pipeline": "100"}]},
+        {"arrays": [{"tasks": [1], "pipeline": "200"}]},  # task 1 re-submitted
+    ]
+    (c.root / "slurm_jobs.json").write_bytes(orjson.dumps({"submissions": subs}))
+    asked = []
+
+    def squeue(job_ids, timeout=5.0):
+        asked.append(job_ids)
+        tasks = [
+            ("100_0", "100", "0", "completed"),
+            ("200_1", "200", "1", "running"),
+            ("100_1", "100", "1", "cancelled"),
+        ]
+        return {
+            "available": True,
+            "note": None,
+            "tasks": [
+                {"job_id": j, "array_job_id": a, "array_task_id": t, "state": st}
+                for j, a, t, st in tasks
+            ],
+        }
+
+    monkeypatch.setattr(slurm, "squeue_tasks", squeue)
+    rows = status(c)
+    assert asked == [{"100", "200"}]
+    assert {(r["model"], r["dataset"]): r["slurm"] for r in rows} == {
+        (m, d): {"pipeline": {"state": st, "job_id": j}}
+        for m, st, j in (("greedy", "completed", "100_0"), ("sampled", "running", "200_1"))
+        for d in ("humaneval", "gsm8k")
+    }
+    monkeypatch.setattr(
+        slurm,
+        "squeue_tasks",
+        lambda ids, timeout=5.0: {"available": False, "note": "squeue not found", "tasks": []},
+    )
+    assert {str(r["slurm"]) for r in status(c)} == {"{'note': 'squeue not found'}"}
+
+
+@pytest.mark.slow
+def test_biomedical_campaign_end_to_end(real_model, tmp_path, monkeypatch):
+    """`make campaign CAMPAIGN=campaigns/biomedical.toml` on the fixtures with the embedded
+    model: the model-dataset mapping as data, a per-model system prompt."""
+    monkeypatch.setenv("LLMEVAL_CACHE", str(tmp_path / "cache"))
+    camp, output = Path("campaigns/biomedical.toml"), tmp_path / "results"
+    done = subprocess.run(
+        ["make", "campaign", f"CAMPAIGN={camp}", f"RESULTS={output}"],
+        capture_output=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    root = output / "biomedical"
+    assert tree(root) == expected_tree(camp, output)
+    c = load_campaign(str(camp), str(output))
+    pairs = {(m.label, d) for m in c.models for d in m.datasets}
+    assert len(pairs) == 13 and {d for m, d in pairs if m == "gemma3-270m-exam"} == {
+        "medqa",
+        "medmcqa",
+        "pubmedqa",
+    }
+    for label, ds in pairs:
+        gen = records(root / label / f"{ds}.gen.jsonl")
+        scored = records(root / label / f"{ds}.scored.jsonl")
+        assert len(gen) == len(scored) >= 1 and all(r["error"] is None for r in gen)
+        assert all(r["score"]["status"] in ("pass", "fail", "no_answer") for r in scored)
+        assert all(r["messages"] is None and r["prompt"] for r in gen)
+        system = c.model(label).system_prompt
+        if system:  # the prompts the model read were resolved with its system prompt
+            assert all(r["prompt"].startswith(system + "\n\n") for r in gen)
+            plain = {r["id"]: r["prompt"] for r in records(c.prompts(ds))}
+            assert all(r["prompt"] == system + "\n\n" + plain[r["id"]] for r in gen)
+    summary = records(root / "summary.jsonl")
+    metrics = {(r["model"], r["dataset"]) for r in summary if r["type"] == "metric"}
+    assert metrics == pairs
+    assert "gemma3-270m-exam" in (root / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "body, line",
+    [
+        ("system_prompt = 5\n", "key models[0].system_prompt: expected str, got int 5"),
+        ('chat = "yes"\n', "key models[0].chat: expected bool, got str 'yes'"),
+        (
+            'datasets = "gsm8k"\n',
+            "key models[0].datasets: expected a list of strings, got str 'gsm8k'",
+        ),
+        ('label = ["a"]\n', "key models[0].label: expected str, got list ['a']"),
+        ("slurm = 2\n", "key models[0].slurm: expected a table, got int 2"),
+    ],
+)
+def test_a_mistyped_campaign_key_is_one_line(tmp_path, body, line):
+    camp = tmp_path / "c.toml"
+    camp.write_text(f'datasets = ["gsm8k"]\n[[models]]\nmodel = "x"\n{body}')
+    out = run_cmd(["eval-campaign", "plan", str(camp)])
+    assert out.returncode == 1 and out.stdout == b""
+    assert out.stderr.decode().splitlines() == [f"eval-campaign: error: {camp}: {line}"]

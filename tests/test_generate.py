@@ -10,7 +10,8 @@ import pytest
 from conftest import BIN, FIXTURES, heavy_imports, run_cmd
 
 from llmeval.backends import Completion
-from llmeval.generate import Settings, Tally, generate, main, sample_key
+from llmeval.errors import StageError
+from llmeval.generate import Settings, Tally, generate, sample_key
 from llmeval.models import ModelRef
 from llmeval.resolve import resolve
 
@@ -339,12 +340,38 @@ def test_prompt_too_long_is_an_error_record(real_model, tmp_path):
 # ----------------------------------------------------------------------------- other backends
 
 
-def test_auto_backend_without_gpu_says_hf(monkeypatch):
-    from llmeval import backends
+def test_auto_backend_picks_vllm_only_with_vllm_and_a_visible_gpu(monkeypatch):
+    import importlib.util
 
-    assert backends.choose("auto", None)[0] == "hf"
+    from llmeval import backends, gpus
+
+    real_find_spec = importlib.util.find_spec
+    have_vllm = {"yes": True}
+
+    def find_spec(name, *args):
+        if name == "vllm":
+            return object() if have_vllm["yes"] else None
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(gpus, "gpu_info", lambda: ([{"index": 0, "name": "NVIDIA H100"}], None))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert backends.choose("auto", None) == ("vllm", "backend auto: vllm (vllm importable, GPU present)")
     assert backends.choose("auto", "http://127.0.0.1:1/v1")[0] == "openai"
-    assert main(["--model", "x", "--backend", "auto", "--print-config"]) == 0
+    assert backends.choose("hf", None) == ("hf", None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the GPU hidden from this job
+    assert backends.choose("auto", None)[0] == "hf"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(gpus, "gpu_info", lambda: ([], "no GPU visible: NVML unavailable"))
+    assert backends.choose("auto", None)[0] == "hf"
+    monkeypatch.setattr(gpus, "gpu_info", lambda: ([{"index": 0, "name": "NVIDIA H100"}], None))
+    have_vllm["yes"] = False
+    assert backends.choose("auto", None) == (
+        "hf",
+        "backend auto: hf (transformers; vllm needs a visible NVIDIA GPU and the vllm package)",
+    )
+    with pytest.raises(StageError, match="unknown backend 'tgi'; known: auto, "):
+        backends.choose("tgi", None)
 
 
 def test_reference_backend_answers_with_the_references():

@@ -100,10 +100,26 @@ def test_no_nvml_is_one_clean_line(tmp_path, monkeypatch):
     gpus = monitor.GPUs()
     assert gpus.read() == []
     assert gpus.note == "no GPU view: nvidia-ml-py is not installed (pip install 'llmeval[gpu]')"
+    # pynvml installed but no driver (a CPU node): NVML's own reason, in one line.
+    import types
+
+    class NVMLError(Exception):
+        pass
+
+    broken = types.ModuleType("pynvml")
+
+    def no_driver():
+        raise NVMLError("Driver Not Loaded")
+
+    broken.nvmlInit = no_driver
+    monkeypatch.setitem(sys.modules, "pynvml", broken)
+    gpus = monitor.GPUs()
+    assert gpus.read() == []
+    assert gpus.note == "no GPU visible: NVML unavailable (Driver Not Loaded)"
     monkeypatch.delitem(sys.modules, "pynvml")
+    # The real view on this machine, whatever it has: one line per GPU, or one note.
     snap = snap_json(tmp_path)
-    if not snap["gpus"]:  # no driver on this machine: reported, the rest still works
-        assert snap["gpu_note"].startswith("no GPU visible: NVML unavailable")
+    assert bool(snap["gpus"]) != bool(snap["gpu_note"])
     text = run_cmd(["eval-monitor", str(tmp_path), "--once"]).stdout.decode()
     assert len([line for line in text.splitlines() if line.startswith("GPU")]) == max(
         1, len(snap["gpus"])
