@@ -580,26 +580,6 @@ def resource_profiles(
     return list(groups.values())
 
 
-def slurm_resources(c: Campaign) -> dict[str, Any]:
-    """The largest request over the campaign's models (a summary; arrays use each model's own)."""
-    res: dict[str, Any] = {"gpus": 0, "cpus_per_task": 1, "mem": "4G", "time": "01:00:00"}
-    for r, _ in resource_profiles(c):
-        res["gpus"] = max(res["gpus"], int(r["gpus"]))
-        res["cpus_per_task"] = max(res["cpus_per_task"], int(r["cpus_per_task"]))
-        res["mem"] = _max_mem(res["mem"], r["mem"])
-        res["time"] = max(res["time"], r["time"])
-    return res
-
-
-def _max_mem(a: str, b: str) -> str:
-    def mb(x: str) -> float:
-        units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-        x = str(x).strip().upper()
-        return float(x[:-1]) * units[x[-1]] if x[-1] in units else float(x)
-
-    return a if mb(a) >= mb(b) else b
-
-
 def render(
     c: Campaign,
     *,

@@ -72,10 +72,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "sampling": {
         "temperature": Key(float, 0.0, help="0 = greedy"),
-        "top_p": Key(float, 0.0, 1.0, low_open=True),
+        "top_p": Key(float, 0.0, 1.0, low_open=True, help="nucleus sampling mass"),
         "max_tokens": Key(int, 1, help="new tokens per sample"),
         "n": Key(int, 1, help="samples per prompt"),
-        "seed": Key(int, 0),
+        "seed": Key(int, 0, help="run seed; each sample's seed derives from it and its key"),
     },
     "scoring": {
         "timeout": Key(float, 0.0, low_open=True, help="seconds per program"),
@@ -83,9 +83,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "memory_mb": Key(int, 16, help="address-space limit per program"),
     },
     "slurm": {
-        "partition": Key(str),
-        "gpus": Key(int, 0),
-        "cpus_per_task": Key(int, 1),
+        "partition": Key(str, help="SLURM partition of generation tasks"),
+        "gpus": Key(int, 0, help="GPUs per task (a model's tensor x pipeline parallelism)"),
+        "cpus_per_task": Key(int, 1, help="CPUs per task"),
         "mem": Key(str, help='e.g. "64G"'),
         "time": Key(str, help='e.g. "04:00:00"'),
     },
@@ -173,7 +173,9 @@ def validate(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                     continue
                 spec = SCHEMA[key].get(sub)
                 if spec is None:
-                    known = ", ".join(sorted([*SCHEMA[key], *(BACKEND_TABLES if key == "engine" else ())]))
+                    known = ", ".join(
+                        sorted([*SCHEMA[key], *(BACKEND_TABLES if key == "engine" else ())])
+                    )
                     raise PresetError(
                         f"{path}: unknown key {key}.{sub} (known in [{key}]: {known})"
                     )
@@ -245,14 +247,35 @@ def apply_overrides(preset: dict[str, Any], section: str, **values: Any) -> dict
     return out
 
 
+def describe_key(section: str, key: str, spec: Key) -> str:
+    """One line for ``--keys``: the dotted key, its type and bounds or choices, its help."""
+    types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    kind = "/".join(t.__name__ for t in types)
+    if spec.items is not None:
+        kind += f" of {spec.items.__name__}"
+    if spec.choices:
+        kind += " in " + "|".join(spec.choices)
+    if spec.low is not None:
+        kind += f" {'>' if spec.low_open else '>='} {spec.low:g}"
+    if spec.high is not None:
+        kind += f" <= {spec.high:g}"
+    return f"{section}.{key}\t{kind}\t{spec.help}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print the effective preset as JSON: ``python -m llmeval.presets NAME``."""
+    """Print the effective preset as JSON (``python -m llmeval.presets NAME``), or every
+    preset key with its type and meaning (``--keys``)."""
     import orjson
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: python -m llmeval.presets NAME|PATH.toml", file=sys.stderr)
+        print("usage: python -m llmeval.presets NAME|PATH.toml|--keys", file=sys.stderr)
         return 2
+    if args[0] == "--keys":
+        sys.stdout.write(
+            "".join(describe_key(s, k, SCHEMA[s][k]) + "\n" for s in SCHEMA for k in SCHEMA[s])
+        )
+        return 0
     try:
         preset = load_preset(args[0])
     except PresetError as exc:

@@ -74,3 +74,15 @@ def test_print_effective(capsys):
     out = capsys.readouterr().out
     assert '"backend": "hf"' in out and '"chain"' in out
     assert main(["nope"]) == 1
+
+
+def test_every_key_is_listed_with_its_type_and_meaning(capsys):
+    from llmeval.presets import SCHEMA
+
+    assert main(["--keys"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("\t") for line in lines]
+    assert [r[0] for r in rows] == [f"{s}.{k}" for s in SCHEMA for k in SCHEMA[s]]
+    assert all(len(r) == 3 and r[1] and r[2] for r in rows), [r for r in rows if not r[2]]
+    assert "engine.gpu_memory_utilization\tfloat > 0 <= 1\tvLLM KV-cache share" in lines
+    assert "engine.backend\tstr in auto|vllm|hf|openai|reference\tgeneration backend" in lines
