@@ -148,6 +148,7 @@ def read_run(path: Path, now: float, stall_s: float) -> dict[str, Any] | None:
         "heartbeat_age_s": round(age, 1),
         "tokens_per_s_history": [round(x, 2) for x in rate_history(history, 2)][-30:],
         "engine": m.get("engine") if isinstance(m.get("engine"), dict) else None,
+        "gpus": [g for g in m.get("gpus") or [] if isinstance(g, dict)],
     }
 
 
@@ -244,7 +245,9 @@ def _engine_line(e: dict[str, Any]) -> str:
     """The backend's own figures: phase, requests running/waiting, KV-cache use."""
     parts = [str(e.get("phase") or "?")]
     if e.get("running") is not None or e.get("waiting") is not None:
-        parts.append(f"run {_num(e.get('running'), '{:.0f}')} wait {_num(e.get('waiting'), '{:.0f}')}")
+        parts.append(
+            f"run {_num(e.get('running'), '{:.0f}')} wait {_num(e.get('waiting'), '{:.0f}')}"
+        )
     elif e.get("in_flight") is not None:
         parts.append(f"in flight {e['in_flight']}")
     if e.get("kv_cache_usage") is not None:
@@ -252,6 +255,17 @@ def _engine_line(e: dict[str, Any]) -> str:
     if e.get("prefix_cache_hit_rate") is not None:
         parts.append(f"prefix hits {100 * float(e['prefix_cache_hit_rate']):.0f}%")
     return "engine: " + ", ".join(parts)
+
+
+def _gpu_line(g: dict[str, Any]) -> str:
+    """A GPU's name, utilisation and memory (a MIG slice marked ``m``)."""
+    label = f"GPU{g.get('cuda_index', g.get('index'))}" + (
+        "m" if g.get("mig_parent") is not None else ""
+    )
+    return (
+        f"{label} {str(g.get('name'))[:18]:18s} {_num(g.get('util_percent'), '{:3d}%')} "
+        f"{_num(g.get('memory_used_mb'), '{:d}')}/{_num(g.get('memory_total_mb'), '{:d}')} MiB"
+    )
 
 
 def render(snap: dict[str, Any], width: int = WIDTH) -> list[str]:
@@ -286,17 +300,17 @@ def render(snap: dict[str, Any], width: int = WIDTH) -> list[str]:
         engine = r.get("engine") or {}
         if engine and r["state"] == "running":
             lines.append("    " + _engine_line(engine))
+        if r["state"] == "running":  # the run's own GPUs, read where it runs
+            lines += ["    " + _gpu_line(g) for g in r.get("gpus") or []]
         if r["reason"]:
             lines.append(f"    {r['reason']} (last heartbeat {r['heartbeat_age_s']:.0f} s ago)")
     lines.append("")
     if snap["gpus"]:
         for g in snap["gpus"]:
             spark = sparkline(g.get("util_history", []))
-            label = f"GPU{g.get('cuda_index', g['index'])}" + ("m" if g.get("mig_parent") is not None else "")
             lines.append(
-                f"{label} {str(g['name'])[:18]:18s} {_num(g.get('util_percent'), '{:3d}%')} "
-                f"{_num(g.get('memory_used_mb'), '{:d}')}/{_num(g.get('memory_total_mb'), '{:d}')} MiB "
-                f"{_num(g.get('power_w'), '{:.0f}')}W {_num(g.get('temperature_c'), '{:.0f}')}C {spark}"
+                f"{_gpu_line(g)} {_num(g.get('power_w'), '{:.0f}')}W "
+                f"{_num(g.get('temperature_c'), '{:.0f}')}C {spark}"
             )
             for p in g["processes"][:3]:
                 lines.append(

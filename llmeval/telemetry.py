@@ -4,7 +4,9 @@ A :class:`Heartbeat` rewrites one small JSON file atomically (temp + rename)
 at most every ``interval`` seconds (default ``$LLMEVAL_HEARTBEAT_S``, else 5),
 and always on :meth:`finish`. It keeps a
 short history of (time, done, output tokens) so a monitor can show recent
-rates and a run that slowed down.
+rates and a run that slowed down. A run whose record lists GPUs also writes, at
+each heartbeat, what NVML says of them (``gpus``: utilisation and memory), so
+eval-monitor on a login node shows the GPUs of a run on a compute node.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from typing import Any
 import orjson
 
 HISTORY = 120  # points kept; at the default interval that is the last ~10 minutes
+# What a heartbeat says of each GPU of its run (llmeval.gpus readings, docs/monitor.md).
+GPU_FIELDS = (
+    "index",
+    "cuda_index",
+    "mig_parent",
+    "name",
+    "util_percent",
+    "memory_used_mb",
+    "memory_total_mb",
+)
 DEFAULT_INTERVAL = 5.0
 
 
@@ -65,6 +77,11 @@ class Heartbeat:
         }
         self.history: deque[list[float]] = deque(maxlen=HISTORY)
         self._last = 0.0
+        self._nvml: Any = None
+        if run.get("gpus"):  # the run record found GPUs visible to this process
+            from llmeval.gpus import NVML
+
+            self._nvml = NVML().open()
         self.write(force=True)
 
     def update(self, **counts: Any) -> None:
@@ -97,6 +114,8 @@ class Heartbeat:
         rate = s["recent_samples_per_s"] or s["samples_per_s"]
         s["eta_s"] = round(remaining / rate, 1) if remaining is not None and rate > 0 else None
         s["history"] = list(self.history)
+        if self._nvml is not None:
+            s["gpus"] = [{k: g.get(k) for k in GPU_FIELDS} for g in self._nvml.read()]
         s["run"] = self.run
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(orjson.dumps(s))
@@ -106,6 +125,9 @@ class Heartbeat:
         self.state["state"] = state
         self.state["finished_at"] = time.time()
         self.write(force=True)
+        if self._nvml is not None:
+            self._nvml.close()
+            self._nvml = None
 
 
 def run_paths(output: str | None, run_dir: str | None, run_id: str) -> tuple[Path, Path]:

@@ -174,3 +174,40 @@ def test_no_driver_is_a_note(monkeypatch):
     assert gpus.visible_gpu_count() == 0
     m = monitor.GPUs()
     assert m.read() == [] and m.note == "no GPU visible: NVML unavailable (NVML Shared Library Not Found)"
+
+
+def test_a_runs_heartbeat_carries_its_gpus_and_monitor_shows_them(nvml, tmp_path, monkeypatch):
+    """On a cluster eval-monitor runs on a login node: a run's GPUs come from its heartbeat,
+    read by NVML where the run is (only the GPUs visible to it)."""
+    from llmeval import telemetry
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-cccc")
+    run = provenance.run_record("generate")
+    assert [g["uuid"] for g in run["gpus"]] == ["MIG-cccc3333"]
+    hb = telemetry.start_run(run, str(tmp_path / "g.jsonl"), None, {"model": "m", "datasets": ["d"]})
+    beat = orjson.loads((tmp_path / "g.jsonl.metrics.json").read_bytes())
+    assert beat["gpus"] == [
+        {
+            "index": 1,
+            "cuda_index": 0,
+            "mig_parent": 1,
+            "name": "NVIDIA H100 80GB HBM3 MIG 3g.40gb",
+            "util_percent": None,
+            "memory_used_mb": 3072,
+            "memory_total_mb": 40960,
+        }
+    ]
+    snap = monitor.snapshot([str(tmp_path)], monitor.GPUs(), 60.0)
+    (r,) = snap["runs"]
+    assert r["gpus"] == beat["gpus"]
+    lines = monitor.render(snap)
+    assert "    GPU0m NVIDIA H100 80GB H - 3072/40960 MiB" in lines
+    hb.finish()
+    assert hb._nvml is None  # the NVML session ends with the run
+    beat = orjson.loads((tmp_path / "g.jsonl.metrics.json").read_bytes())
+    assert beat["state"] == "finished" and len(beat["gpus"]) == 1
+    # A run without GPUs never opens NVML and writes none.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    cpu = telemetry.start_run(provenance.run_record("score"), str(tmp_path / "s.jsonl"), None, {})
+    assert cpu._nvml is None
+    assert "gpus" not in orjson.loads((tmp_path / "s.jsonl.metrics.json").read_bytes())
