@@ -29,12 +29,13 @@ import orjson
 import llmeval
 from llmeval import cli
 from llmeval.backends import Backend, Request, Sampling
-from llmeval.errors import DataError, StageError
+from llmeval.errors import DataError, StageError, UsageError
 from llmeval.models import ModelRef
 from llmeval.records import Record, check_fields
 
 PROG = "eval-generate"
 EXIT_SOME_FAILED = 3
+VLLM_MIN_TEMPERATURE = 0.01  # vllm/sampling_params.py: _MAX_TEMP, the least temperature it keeps
 
 EPILOG = """\
 examples:
@@ -194,7 +195,9 @@ def generate(
         requests: list[Request] = []
         for where, rec in chunk:
             _check_record(where, rec)
-            stop = list(rec.get("stop", []))
+            # An empty stop string means nothing (hf never matches it); vLLM refuses it
+            # (SamplingParams._verify_args): dropped here, for every backend alike.
+            stop = [x for x in rec.get("stop", []) if x]
             keys = [sample_key(model, rec, settings, stop, s) for s in range(settings.n)]
             tally.total += settings.n
             if isinstance(rec.get("dataset"), str):
@@ -414,6 +417,14 @@ class Generate(cli.Command):
             sys.stdout.buffer.write(orjson.dumps(preset, option=orjson.OPT_INDENT_2) + b"\n")
             return 0
         engine, sampling = preset["engine"], preset["sampling"]
+        if name == "vllm" and 0 < sampling["temperature"] < VLLM_MIN_TEMPERATURE:
+            # vllm/sampling_params.py, SamplingParams.__post_init__: raised to 0.01 with a
+            # log line, so the samples would not be the recorded setting's.
+            raise UsageError(
+                f"--temperature {sampling['temperature']:g}: vLLM raises temperatures below "
+                f"{VLLM_MIN_TEMPERATURE:g} to {VLLM_MIN_TEMPERATURE:g}; use 0 (greedy) or >= "
+                f"{VLLM_MIN_TEMPERATURE:g}"
+            )
         if note:
             self.log(note)
         engine = {**engine, "backend": name}

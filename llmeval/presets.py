@@ -71,7 +71,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "threads": Key(int, 0, help="CPU threads for torch; 0 = torch's default"),
     },
     "sampling": {
-        "temperature": Key(float, 0.0, help="0 = greedy"),
+        "temperature": Key(
+            float,
+            0.0,
+            2.0,
+            help="0 = greedy; at most 2 (vLLM's SamplingParams and OpenAI's API refuse more)",
+        ),
         "top_p": Key(float, 0.0, 1.0, low_open=True, help="nucleus sampling mass"),
         "max_tokens": Key(int, 1, help="new tokens per sample"),
         "n": Key(int, 1, help="samples per prompt"),

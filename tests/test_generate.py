@@ -11,7 +11,7 @@ from conftest import BIN, FIXTURES, heavy_imports, run_cmd
 
 from llmeval.backends import Completion
 from llmeval.errors import StageError
-from llmeval.generate import Settings, Tally, generate, sample_key
+from llmeval.generate import Settings, Tally, generate, main, sample_key
 from llmeval.models import ModelRef
 from llmeval.resolve import resolve
 
@@ -394,3 +394,35 @@ def test_reference_backend_answers_with_the_references():
     custom = [{"id": "x/1", "prompt": "p", "reference": {}}]
     (bad,) = generate(numbered(custom), be, SETTINGS, run_id="r", preset_name="base")
     assert bad["error"] == "the record has no reference solution or answer"
+
+
+def test_empty_stop_strings_mean_nothing_on_every_backend(vllm_standin, tmp_path):
+    """vLLM refuses an empty stop string (SamplingParams._verify_args); hf never matches one:
+    eval-generate drops them, so a record gets the same treatment on both."""
+    from test_backends_vllm import model_folder, prompts_file, read
+
+    src = prompts_file(tmp_path, [{"id": "d/0", "prompt": "one two three", "stop": ["", "\n\n"]}])
+    out = tmp_path / "o.jsonl"
+    rc = main([str(src), "--model", str(model_folder(tmp_path)), "--backend", "vllm",
+               "--max-tokens", "4", "--no-cache", "-o", str(out)])  # fmt: skip
+    assert rc == 0
+    (rec,) = read(out)
+    assert rec["error"] is None and rec["completion"]
+
+
+@pytest.mark.parametrize(
+    "temperature, rc, line",
+    [
+        ("0.005", 2, "eval-generate: error: --temperature 0.005: vLLM raises temperatures below "
+                     "0.01 to 0.01; use 0 (greedy) or >= 0.01"),
+        ("2.5", 1, "eval-generate: error: command line: key sampling.temperature: 2.5 out of range "
+                   "(must be <= 2)"),
+    ],
+)  # fmt: skip
+def test_temperatures_vllm_would_change_or_refuse_are_one_line(tmp_path, temperature, rc, line):
+    out = run_cmd(
+        ["eval-generate", "--model", str(tmp_path), "--backend", "vllm", "--temperature", temperature],
+        input=b"",
+    )
+    assert out.returncode == rc and out.stdout == b""
+    assert out.stderr.decode().splitlines() == [line]

@@ -8,6 +8,7 @@ from enum import Enum, IntEnum
 from typing import Any
 
 _SAMPLING_EPS = 1e-5  # vllm/sampling_params.py: temperature below this is greedy
+_MAX_TEMP = 1e-2  # vllm/sampling_params.py: a temperature in (0, _MAX_TEMP) is raised to it
 
 
 class SamplingType(IntEnum):
@@ -56,6 +57,8 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         # vllm/sampling_params.py, SamplingParams.__post_init__
+        if 0 < self.temperature < _MAX_TEMP:
+            self.temperature = _MAX_TEMP  # vLLM logs a warning and samples at 0.01
         if self.seed == -1:
             self.seed = None
         if self.stop is None:
@@ -91,6 +94,8 @@ class SamplingParams:
             )
         if self.temperature < 0.0:
             raise ValueError(f"temperature must be non-negative, got {self.temperature}.")
+        if self.temperature > 2.0:  # current vLLM (0.6-0.10 had no upper bound)
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.top_k < -1:
@@ -101,8 +106,11 @@ class SamplingParams:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
         if self.min_tokens < 0:
             raise ValueError(f"min_tokens must be greater than or equal to 0, got {self.min_tokens}.")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}.")
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise ValueError(
+                f"min_tokens must be less than or equal to max_tokens={self.max_tokens}, "
+                f"got {self.min_tokens}."
+            )
         assert isinstance(self.stop, list)
         if not all(isinstance(s, str) for s in self.stop):
             raise ValueError(f"stop must be a string or a list of strings, got {self.stop!r}.")
