@@ -371,3 +371,20 @@ def test_settings_the_engine_refuses_are_one_line(vllm_standin, tmp_path):
         assert out.returncode == 1 and out.stdout == b""
         last = out.stderr.decode().splitlines()[-1]
         assert last.startswith(f"eval-generate: error: vLLM could not load '{folder}': {message}")
+
+
+def test_an_engine_option_that_would_break_llmeval_is_refused(vllm_standin, tmp_path):
+    """skip_tokenizer_init is an EngineArgs field, but llmeval encodes every prompt with the
+    engine's tokenizer: refused in one line, before any load."""
+    out = run_cmd(
+        ["eval-generate", "--model", str(model_folder(tmp_path)), "--backend", "vllm",
+         "--engine", "skip_tokenizer_init=true"],
+        input=b"",
+        env={"PYTHONPATH": f"{STUBS}:{REPO}"},
+    )  # fmt: skip
+    assert out.returncode == 1 and out.stdout == b""
+    assert out.stderr.decode().splitlines() == [
+        "eval-generate: error: --engine: key engine.vllm.skip_tokenizer_init is not supported: "
+        "llmeval encodes prompts with the model's tokenizer (chat templates, TokensPrompt) and "
+        "reads it from the engine"
+    ]

@@ -48,14 +48,15 @@ _B = Key(bool)
 _S = Key(str)
 _D = Key(dict)
 
-# vllm.LLM(**kwargs) -> vllm.engine.arg_utils.EngineArgs(**kwargs): fields present from
-# vLLM 0.6 to current (a few later ones noted), typed as EngineArgs declares them.
+# vllm.LLM(**kwargs) -> vllm.engine.arg_utils.EngineArgs(**kwargs), typed as EngineArgs
+# declares them: fields of vLLM 0.6 that current vLLM still has, a few later ones noted,
+# and three that recent releases dropped (swap_space, max_seq_len_to_capture,
+# rope_scaling: where vLLM has no such argument, loading fails with one line naming it).
 VLLM: dict[str, Key] = {
     "trust_remote_code": _B,
     "tokenizer": _S,
     "tokenizer_mode": _S,
     "tokenizer_revision": _S,
-    "skip_tokenizer_init": _B,
     "quantization": _S,
     "kv_cache_dtype": _S,
     "enforce_eager": _B,
@@ -142,8 +143,17 @@ def _vllm_engine_fields() -> frozenset[str]:
         return frozenset()
 
 
+# Options vLLM has that would break what llmeval relies on, and why.
+REFUSED: dict[str, str] = {
+    "skip_tokenizer_init": "llmeval encodes prompts with the model's tokenizer (chat templates, "
+    "TokensPrompt) and reads it from the engine",
+}
+
+
 def check_option(where: Path, backend: str, key: str, value: Any) -> Any:
     """Type-check one option of ``[engine.<backend>]``; raise a one-line PresetError."""
+    if backend == "vllm" and key in REFUSED:
+        raise PresetError(f"{where}: key engine.vllm.{key} is not supported: {REFUSED[key]}")
     if key in SCHEMA["engine"]:
         raise PresetError(
             f"{where}: key engine.{backend}.{key}: set it as engine.{key} "

@@ -29,7 +29,15 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.metrics.reader import Counter, Gauge
 
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
-QUANTIZATION = ("awq", "gptq", "fp8", "bitsandbytes", "gguf", "compressed-tensors", "marlin", "awq_marlin", "gptq_marlin")
+# vllm/model_executor/layers/quantization/__init__.py, QUANTIZATION_METHODS (the union over
+# 0.6-current: a name any supported release knows is accepted).
+QUANTIZATION = (
+    "aqlm", "awq", "awq_marlin", "bitblas", "bitsandbytes", "compressed-tensors", "deepspeedfp",
+    "experts_int8", "fbgemm_fp8", "fp8", "fp_quant", "gguf", "gptq", "gptq_bitblas",
+    "gptq_marlin", "gptq_marlin_24", "hqq", "inc", "ipex", "marlin", "modelopt", "modelopt_fp4",
+    "moe_wna16", "mxfp4", "neuron_quant", "petit_nvfp4", "ptpc_fp8", "qqq", "quark", "rtn",
+    "squeezellm", "tpu_int8", "torchao", "fbgemm_fp8",
+)  # fmt: skip
 SAMPLE_TEXT = (
     "def add(a, b):\n    return a + b\n\nThe answer is 42. It is the value of x and y.\n"
     "for i in range(10):\n    print(i)\n# a comment about the function\n"
@@ -182,7 +190,9 @@ class LLMEngine:
                 raise ValueError(
                     f"Invalid repository ID or local directory specified: '{args.model}'."
                 )
-        elif args.model.startswith(("/", ".", "~")) or args.model.count("/") != 1:
+        elif args.model.startswith(("/", ".", "~")) or args.model.count("/") > 1:
+            # A hub id is "name" or "org/name" (gpt2 has no org); a path that is not a folder
+            # is neither.
             raise ValueError(f"Invalid repository ID or local directory specified: '{args.model}'.")
         # vllm/config.py, _get_and_verify_dtype
         if args.dtype not in DTYPES:
