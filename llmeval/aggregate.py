@@ -124,7 +124,12 @@ def accumulate(
             raise DataError(
                 where, 'no field "score" with a known status; aggregate eval-score output'
             )
-        check_fields(where, rec, required=("score.status",), optional=("usage", "sample"))
+        check_fields(
+            where,
+            rec,
+            required=("score.status",),
+            optional=("usage", "usage.completion_tokens", "sample", "score.extractions"),
+        )
         score = rec["score"]
         try:
             key = tuple(str(rec[f]) for f in by)

@@ -520,3 +520,29 @@ def test_extraction_metrics_from_the_command_line(tmp_path):
         f'eval-aggregate: error: {f}:1: field "score.extractions.strict-match.status" must be '
         "one of pass, fail, timeout, error, no_answer\n"
     )
+
+
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        ({"usage": {"completion_tokens": "many"}},
+         'field "usage.completion_tokens" must be an integer >= 0 or null, got str \'many\''),
+        ({"usage": [3]}, 'field "usage" must be an object or null, got list'),
+        ({"sample": -1}, 'field "sample" must be an integer >= 0, got int -1'),
+        ({"score": {"status": "pass", "extractions": [1]}},
+         'field "score.extractions" must be an object or null, got list'),
+        ({"score": {"status": "passed"}},
+         'field "score.status" must be one of pass, fail, timeout, error, no_answer, got str \'passed\''),
+    ],
+)  # fmt: skip
+def test_a_mistyped_field_is_one_line_and_writes_nothing(tmp_path, extra, line):
+    good = {"id": "d/0", "dataset": "d", "task_id": "0", "sample": 0, "model": "m",
+            "score": {"status": "pass"}}  # fmt: skip
+    bad = dict(good, id="d/1", task_id="1", **extra)
+    f, out_file = tmp_path / "s.scored.jsonl", tmp_path / "summary.jsonl"
+    f.write_bytes(orjson.dumps(good) + b"\n" + orjson.dumps(bad) + b"\n")
+    out_file.write_bytes(b"kept\n")
+    out = run_cmd(["eval-aggregate", str(f), "-o", str(out_file)])
+    assert out.returncode == 1 and out.stdout == b""
+    assert out.stderr.decode().splitlines() == [f"eval-aggregate: error: {f}:2: {line}"]
+    assert out_file.read_bytes() == b"kept\n"
