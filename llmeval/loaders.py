@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -65,9 +66,20 @@ def json_items(path: Path) -> Iterator[Row]:
     elif path.suffix == ".json":
         yield from _json_rows(path)
     elif suffixes.endswith(".csv") or path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            for i, row in enumerate(csv.DictReader(fh)):
-                yield Row(i, f"{path}:{i + 1}", None, dict(row))
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise DataError(f"{path}:{line}", f"not UTF-8 text ({exc.reason})") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        end = 1  # the header's line; a row is named by the file line it starts on
+        try:
+            for i, row in enumerate(reader):
+                start, end = end + 1, reader.line_num
+                yield Row(i, f"{path}:{start}", None, dict(row))
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}", f"invalid CSV ({exc})") from None
     else:
         for i, (where, row) in enumerate(read_numbered(path)):
             yield Row(i, where, None, row)

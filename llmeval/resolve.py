@@ -101,28 +101,39 @@ def mc_prompt(question: str, choices: list[str]) -> str:
     )
 
 
+def _text_field(where: str, r: dict[str, Any], name: str, hint: str) -> str:
+    """Field ``name`` of a custom row as text: a string or a number. Missing (a CSV row too
+    short gives None), blank or structured (an object, a list) is a one-line error naming it."""
+    value = r.get(name)
+    if value is None:
+        raise DataError(where, f'no field "{name}" ({hint})')
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(
+            where, f'field "{name}" must be a string or a number, got {type(value).__name__}'
+        )
+    if not str(value).strip():
+        raise DataError(where, f'field "{name}" is empty')
+    return str(value)
+
+
 def custom_docs(path: Path, fields: FieldMap) -> Iterator[Doc]:
     """Docs from a plain file, read through the field mapping (the prompt is the field as is)."""
     for row in json_items(path):
         where, r = row.where, row.data
-        if fields.prompt not in r:
-            raise DataError(where, f'no field "{fields.prompt}" (set --prompt-field)')
+        prompt = _text_field(where, r, fields.prompt, "set --prompt-field")
         task_id = r.get(fields.id) if fields.id else r.get("id", r.get("task_id", row.position))
         if task_id is None:
             raise DataError(where, f'no field "{fields.id}" (set --id-field)')
-        prompt = str(r[fields.prompt])
         reference: dict[str, Any]
         if fields.scorer == CODE_EXEC:
-            for f in (fields.test, fields.entry_point):
-                if f not in r:
-                    raise DataError(
-                        where, f'no field "{f}" (code_exec needs a test and an entry point)'
-                    )
-            reference = code_reference(r, str(r[fields.test]), str(r[fields.entry_point]), True)
+            hint = "code_exec needs a test and an entry point"
+            test = _text_field(where, r, fields.test, hint)
+            entry_point = _text_field(where, r, fields.entry_point, hint)
+            reference = code_reference(r, test, entry_point, True)
         else:
-            if fields.answer not in r:
-                raise DataError(where, f'no field "{fields.answer}" (set --answer-field)')
-            answer = r[fields.answer]
+            answer = _text_field(where, r, fields.answer, "set --answer-field")
+            if not isinstance(r[fields.answer], str):
+                answer = r[fields.answer]  # a number stays one (a choice index, say)
             if fields.scorer == MULTIPLE_CHOICE:
                 choices = r.get(fields.choices)
                 if choices is not None:

@@ -193,8 +193,31 @@ def test_custom_file_missing_field_names_line():
     assert out.returncode == 1
     assert (
         out.stderr.decode()
-        == f'eval-resolve: error: {FIXTURES / "custom.csv"}:1: no field "prompt" (set --prompt-field)\n'
-    )
+        == f'eval-resolve: error: {FIXTURES / "custom.csv"}:2: no field "prompt" (set --prompt-field)\n'
+    )  # line 2: the first row after the header
+
+
+@pytest.mark.parametrize(
+    "name, body, line",
+    [
+        ("short.csv", b"q,a\nhi,1\nho\nhe,3\n", ':3: no field "a" (set --answer-field)'),
+        ("open-quote.csv", b'q,a\nhi,1\n"unterminated,2\n', ':3: no field "a" (set --answer-field)'),
+        ("multiline.csv", b'q,a\n"two\nlines",1\n,2\n', ':4: field "q" is empty'),
+        ("latin1.csv", b"q,a\nhi,1\nh\xe9,2\n", ":3: not UTF-8 text (invalid continuation byte)"),
+        ("nested.jsonl", b'{"q": "hi", "a": 1}\n{"q": "ho", "a": {"x": 1}}\n',
+         ':2: field "a" must be a string or a number, got dict'),
+        ("listq.jsonl", b'{"q": ["hi"], "a": 1}\n', ':1: field "q" must be a string or a number, got list'),
+    ],
+)  # fmt: skip
+def test_a_bad_custom_row_is_one_line_with_its_file_line(tmp_path, name, body, line):
+    src = tmp_path / name
+    src.write_bytes(body)
+    out = run_cmd(
+        ["eval-resolve", str(src), "--prompt-field", "q", "--answer-field", "a", "--scorer",
+         "exact_match"]
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.decode().splitlines() == [f"eval-resolve: error: {src}{line}"]
 
 
 def test_malformed_custom_file_names_file_and_line(tmp_path):
