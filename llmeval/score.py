@@ -247,8 +247,9 @@ class LazyPool:
 
         from llmeval.sandbox import SandboxPool
 
-        self.pool = SandboxPool(self.workers, self.limits, hide=self.hide)
-        self.log(self.pool.description)
+        # Not waited for: the workers start while the input is read ahead; the pool says
+        # what its sandbox holds when the first is ready.
+        self.pool = SandboxPool(self.workers, self.limits, self.log, hide=self.hide, wait=False)
         yield from self.pool.map(chain([first], it))
 
     def close(self) -> None:

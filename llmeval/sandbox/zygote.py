@@ -53,7 +53,7 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 # fork dearer (more pages to map and copy), so only what HumanEval- and MBPP-style
 # solutions import often; the rest is imported by the candidates that use it.
 PRELOAD = (
-    "typing", "math", "random", "copy", "string", "collections", "re", "hashlib",
+    "typing", "math", "random", "copy", "string", "collections", "re",
     "itertools", "functools", "heapq", "bisect", "operator",
 )  # fmt: skip
 OLD = "/oldroot"
@@ -86,10 +86,10 @@ def exec_zygote(sock: socket.socket, python: str) -> None:  # pragma: no cover -
 def boot(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover - the zygote
     """The zygote's entry point after exec."""
     try:
-        import site
-
-        for d in cfg["site_dirs"]:  # .pth files: the packages candidates may import
-            site.addsitedir(d)
+        # The site directories are on sys.path (``import_path``); their .pth files are not
+        # run: their paths outside those directories are not in the view, and their import
+        # lines install hooks (editable installs' finders, setuptools' distutils shim) that
+        # point outside it too, and each costs start-up time and zygote memory.
         for name in PRELOAD:  # what candidates commonly import is loaded once, here
             with contextlib.suppress(ImportError):
                 __import__(name)
