@@ -123,12 +123,13 @@ class SandboxPool:
             now = time.monotonic()
             for w in sorted((w for w in self.workers if w.ready), key=lambda w: len(w.inflight)):
                 while len(w.inflight) < self.DEPTH:
-                    if ahead:
-                        item: tuple[Any, Program] | None = ahead.popleft()
-                    elif exhausted or (item := next(todo, None)) is None:
+                    item: tuple[Any, Program] | None = ahead.popleft() if ahead else None
+                    if item is None and not exhausted:
+                        item = next(todo, None)
+                    if item is None:
                         exhausted = True
                         break
-                    w.submit(*item, now)
+                    w.submit(item[0], item[1], now)
             starting = [w for w in self.workers if not w.ready]
             while starting and not exhausted and len(ahead) < self.READ_AHEAD:
                 # Reading records and making their programs overlaps with the start-up.
