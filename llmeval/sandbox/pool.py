@@ -63,10 +63,12 @@ class SandboxPool:
         hide: Iterable[str] = (),
         isolation: str | None = None,
         wait: bool = True,
+        spawned: list[_Worker] | None = None,
     ):
-        """Start the workers. With ``wait`` (the default), return once all are ready (or
-        raise RuntimeError); else :meth:`map` waits for them while it reads its input
-        ahead, and logs the sandbox's description when the first is ready."""
+        """Start the workers (or configure ``spawned`` ones, from :func:`spawn_workers`).
+        With ``wait`` (the default), return once all are ready (or raise RuntimeError);
+        else :meth:`map` waits for them while it reads its input ahead, and logs the
+        sandbox's description when the first is ready."""
         self.limits = limits
         self.log = log or (lambda m: None)
         from llmeval.sandbox import view
@@ -85,7 +87,11 @@ class SandboxPool:
         self.description = self.mode = ""
         self.workers: list[_Worker] = []
         try:
-            for i in range(max(1, workers)):  # they start in parallel
+            if spawned:
+                self.workers = list(spawned)
+                for w in self.workers:
+                    w.configure(self.config)
+            for i in range(len(self.workers), max(1, workers)):  # they start in parallel
                 self.workers.append(_Worker(self.config, i))
             if wait:
                 for w in self.workers:
@@ -212,8 +218,19 @@ class SandboxPool:
         self.close()
 
 
+def spawn_workers(n: int) -> list[_Worker]:
+    """Worker processes, started (the interpreter and its imports) but not yet configured:
+    give them to :class:`SandboxPool` (``spawned=``), or :func:`kill_workers`."""
+    return [_Worker(None, i) for i in range(max(1, n))]
+
+
+def kill_workers(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.kill()
+
+
 class _Worker:
-    def __init__(self, config: dict[str, Any], index: int):
+    def __init__(self, config: dict[str, Any] | None, index: int):
         self.index = index
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _START],
@@ -233,7 +250,12 @@ class _Worker:
         self.outbox = bytearray()
         self.ready = False
         self.isolation = self.mode = ""
-        wire.send(self.stdin, {**config, "index": index})
+        if config is not None:
+            self.configure(config)
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Its configuration, the first message it reads: then it sets up its sandbox."""
+        wire.send(self.stdin, {**config, "index": self.index})
         os.set_blocking(self.stdin, False)
 
     def wait_ready(self, deadline: float | None = None) -> None:
