@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import resource
 import sys
 from typing import Any
@@ -47,7 +46,41 @@ class Containment:
         self.processes, self.uid, self.filter = processes, uid, filter
         self.landlock_abi, self.reset_oom_score, self.devnull = landlock_abi, reset_oom_score, devnull
         self.extra_env: dict[str, str] = {}
-        self.seed = 0
+
+
+RANDOM_SEED = 0
+
+
+class SeedRandomOnImport:
+    """A meta path finder: ``random``, when a candidate first imports it, comes seeded with
+    RANDOM_SEED, so a program's random draws repeat from run to run.
+
+    Not preloaded in the zygote: ``random`` registers a hook that reseeds it from the OS
+    in every fork (and a candidate would then seed it again), which every candidate would
+    pay for; few programs import it. Installed once in the zygote, inherited."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "random":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        load = getattr(loader, "exec_module", None)
+        if load is None:
+            return spec
+
+        def exec_module(module: Any) -> None:
+            load(module)
+            module.seed(RANDOM_SEED)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign,union-attr]  # this import's own
+        return spec
 
 
 def max_fd() -> int:
@@ -106,7 +139,6 @@ def start(
             layer.restrict_self()
         if how.filter is not None:
             how.filter.install()
-        random.seed(how.seed)  # the fork reseeded it from the OS: make runs repeatable
     except BaseException as exc:  # noqa: BLE001 - reported to the tester, then gone
         try:
             wire.send(
