@@ -411,6 +411,17 @@ def test_a_candidates_random_draws_repeat(pool):
         }, v
 
 
+def test_modules_not_preloaded_import_in_the_box(pool):
+    """The zygote preloads only what most programs import; the rest (heapq, bisect, json,
+    fractions, ...) loads in the candidate that asks for it."""
+    code = (
+        "def add(a, b):\n"
+        "    import heapq, bisect, fractions, statistics, decimal\n"
+        "    return heapq.nsmallest(1, [a + b])[0] + bisect.bisect([], 0)\n"
+    )
+    assert run(pool, {"imports": prog(code)})["imports"].status == PASS
+
+
 def test_timing_of_a_program_is_its_own(pool):
     start = time.monotonic()
     v = run(pool, {"sleep": prog("import time\ndef add(a, b):\n    time.sleep(0.3)\n    return a + b\n")})

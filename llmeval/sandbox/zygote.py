@@ -58,7 +58,7 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 # solutions import often; the rest is imported by the candidates that use it.
 PRELOAD = (
     "typing", "math", "copy", "string", "collections", "re",
-    "itertools", "functools", "heapq", "bisect", "operator",
+    "itertools", "functools", "operator",
 )  # fmt: skip
 OLD = "/oldroot"
 WATCH_EVERY = 0.02  # seconds between two looks at a candidate's memory (no cgroup)
