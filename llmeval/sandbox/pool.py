@@ -28,7 +28,7 @@ from llmeval.sandbox import wire
 from llmeval.sandbox.jobs import Limits, Program, Verdict
 from llmeval.vocab import ERROR, TIMEOUT
 
-ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM")  # and LC_*
+ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONDONTWRITEBYTECODE")  # and LC_*
 ISOLATION_ENV = "LLMEVAL_SANDBOX"  # auto (default), namespaces, landlock: to test the fallback
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _START = "import sys; del sys.path[0]; from llmeval.sandbox.worker import main; main()"
@@ -42,7 +42,6 @@ def worker_environment() -> dict[str, str]:
     ]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONHASHSEED"] = "0"  # set and dict order, hence verdicts, repeat from run to run
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
