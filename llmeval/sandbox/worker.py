@@ -22,7 +22,6 @@ import socket
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,11 +347,17 @@ def _referenced_names(code: Any) -> set[str]:
 
 
 def _failed_assert_line(tb: Any, test: str) -> str:
-    frames = [f for f in traceback.extract_tb(tb) if f.filename == "<test>"]
-    if frames and frames[-1].lineno:
+    """The test's line where the assertion failed (the innermost frame of the test's code).
+    Walked by hand: traceback.extract_tb reads source files through linecache."""
+    lineno = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<test>":
+            lineno = tb.tb_lineno
+        tb = tb.tb_next
+    if lineno:
         lines = test.splitlines()
-        if 0 < frames[-1].lineno <= len(lines):
-            return lines[frames[-1].lineno - 1].strip()[:300]
+        if 0 < lineno <= len(lines):
+            return lines[lineno - 1].strip()[:300]
     return ""
 
 
