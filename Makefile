@@ -22,7 +22,10 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e '.[hf,dev]'
 	touch $@
 
+# Bytecode compiled once (Python skips a stale file): eval-score and its sandbox workers
+# start ~0.1 s sooner each run, even where PYTHONDONTWRITEBYTECODE is set.
 install: $(STAMP)
+	$(PY) -m compileall -q llmeval
 
 install-server: $(STAMP)
 	$(PY) -c 'import llama_cpp.server' 2>/dev/null || \

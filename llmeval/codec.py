@@ -12,7 +12,6 @@ candidate's object with a forged ``__eq__`` never reaches the tests.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 MAX_DEPTH = 100
@@ -60,7 +59,7 @@ def encode(value: Any, handles: Any = None, depth: int = 0) -> Any:
     if t is complex:
         return ["c", value.real.hex(), value.imag.hex()]
     if t is bytes:
-        return ["y", base64.b64encode(value).decode()]
+        return ["y", value.hex()]  # not base64: its module (and zlib) in every zygote
     if t is list or t is tuple or t is set or t is frozenset:
         tag = _CONTAINER_TAGS[t]
         return [tag, [encode(v, handles, depth + 1) for v in value]]
@@ -100,8 +99,8 @@ def decode(data: Any, resolve: Any = None, depth: int = 0) -> Any:
         return data[1]
     if tag == "c":
         return complex(float.fromhex(data[1]), float.fromhex(data[2]))
-    if tag == "y":
-        return base64.b64decode(data[1])
+    if tag == "y" and type(data[1]) is str:
+        return bytes.fromhex(data[1])
     if tag in ("l", "t", "S", "F") and type(data[1]) is list:
         items = [decode(v, resolve, depth + 1) for v in data[1]]
         return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)

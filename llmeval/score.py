@@ -230,13 +230,23 @@ class Counts:
 
 
 class LazyPool:
-    """Starts the sandbox pool only when the first code record arrives. ``hide``: the run's
-    own files (inputs, outputs), kept from candidates even where they would be visible."""
+    """Starts the sandbox pool only when the first code record arrives (or when told to:
+    :meth:`spawn`). ``hide``: the run's own files (inputs, outputs), kept from candidates
+    even where they would be visible."""
 
     def __init__(self, workers: int, limits: Any, log: Any, hide: Iterable[str] = ()):
         self.workers, self.limits, self.log = workers, limits, log
         self.hide = [p for p in hide if p]
         self.pool: Any = None
+        self.spawned: list[Any] = []
+
+    def spawn(self) -> None:
+        """Start the worker processes now, before their sandbox is planned (:meth:`map`
+        configures them): their interpreters start while this process does other work."""
+        if self.pool is None and not self.spawned:
+            from llmeval.sandbox.pool import spawn_workers
+
+            self.spawned = spawn_workers(self.workers)
 
     def map(self, jobs: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         it = iter(jobs)
@@ -247,13 +257,39 @@ class LazyPool:
 
         from llmeval.sandbox import SandboxPool
 
-        self.pool = SandboxPool(self.workers, self.limits, hide=self.hide)
-        self.log(self.pool.description)
+        # Not waited for: the workers start while the input is read ahead; the pool says
+        # what its sandbox holds when the first is ready.
+        spawned, self.spawned = self.spawned, []
+        self.pool = SandboxPool(
+            self.workers, self.limits, self.log, hide=self.hide, wait=False, spawned=spawned
+        )
         yield from self.pool.map(chain([first], it))
 
     def close(self) -> None:
+        if self.spawned:
+            from llmeval.sandbox.pool import kill_workers
+
+            kill_workers(self.spawned)
+            self.spawned = []
         if self.pool is not None:
             self.pool.close()
+
+
+def starts_with_code(paths: list[str | None], limit: int = 1 << 20) -> bool:
+    """Whether the first record of the first input is a code_exec one, judged from a plain
+    file's first line (stdin and .gz are not looked at: False)."""
+    path = paths[0] if paths else None
+    if path is None or path == "-" or path.endswith(".gz"):
+        return False
+    import orjson
+
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline(limit)
+        rec = orjson.loads(line)
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and rec.get("scorer") == CODE_EXEC
 
 
 def score(
@@ -417,14 +453,26 @@ class Score(cli.Command):
         scoring = preset["scoring"]
         workers = int(scoring["workers"]) or cli.available_cpus()
         limits = Limits(timeout=float(scoring["timeout"]), memory_mb=int(scoring["memory_mb"]))
-        done = self.done()
-        total = cli.count_input_lines(self.input_paths(), args.limit)
-        run = self.start_run(
-            preset=preset,
-            gpus=False,
-            extra={"sandbox": {"workers": workers, **limits.__dict__}},
-            total=total,
+        pool = LazyPool(
+            workers, limits, self.log, hide=[*(args.inputs or []), args.output, args.run_dir]
         )
+        if starts_with_code(self.input_paths()):
+            # Sandbox workers take a while to start: their interpreters do it while this
+            # process reads OUT, counts the input and writes the run record (their sandbox
+            # is planned after that, when the run's files exist).
+            pool.spawn()
+        try:
+            done = self.done()
+            total = cli.count_input_lines(self.input_paths(), args.limit)
+            run = self.start_run(
+                preset=preset,
+                gpus=False,
+                extra={"sandbox": {"workers": workers, **limits.__dict__}},
+                total=total,
+            )
+        except BaseException:
+            pool.close()
+            raise
         counts = Counts()
 
         def progress(c: Counts) -> None:
@@ -441,9 +489,6 @@ class Score(cli.Command):
                 model=",".join(sorted(c.models))[:60],
             )
 
-        pool = LazyPool(
-            workers, limits, self.log, hide=[*(args.inputs or []), args.output, args.run_dir]
-        )
         try:
             for rec in score(
                 self.records(),

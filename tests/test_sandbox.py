@@ -384,6 +384,44 @@ def test_verdicts_do_not_depend_on_the_pool(pool):
     assert first == second
 
 
+def test_a_candidates_random_draws_repeat(pool):
+    """``random`` is not preloaded in the zygote; wherever a candidate imports it from, it
+    comes seeded the same way (seed 0), in every candidate, in any pool."""
+    import random
+
+    expected = random.Random(0).random()
+    test = f"def check(candidate):\n    assert candidate() == {expected!r}\n"
+    programs = {
+        "module": prog("import random\ndef draw():\n    return random.random()\n", test, entry="draw"),
+        "from": prog("from random import random\ndef draw():\n    return random()\n", test, entry="draw"),
+        "late": prog("def draw():\n    import random\n    return random.random()\n", test, entry="draw"),
+        "other": prog(
+            "def draw():\n    import random\n    return random.Random(0).random()\n", test, entry="draw"
+        ),
+        "unseeded": prog(
+            "def draw():\n    import random\n    random.seed()\n    return random.random()\n",
+            test,
+            entry="draw",
+        ),
+    }
+    for _ in range(2):
+        v = run(pool, programs)
+        assert {k: x.status for k, x in v.items()} == {
+            "module": PASS, "from": PASS, "late": PASS, "other": PASS, "unseeded": FAIL
+        }, v
+
+
+def test_modules_not_preloaded_import_in_the_box(pool):
+    """The zygote preloads only what most programs import; the rest (heapq, bisect, json,
+    fractions, ...) loads in the candidate that asks for it."""
+    code = (
+        "def add(a, b):\n"
+        "    import heapq, bisect, fractions, statistics, decimal\n"
+        "    return heapq.nsmallest(1, [a + b])[0] + bisect.bisect([], 0)\n"
+    )
+    assert run(pool, {"imports": prog(code)})["imports"].status == PASS
+
+
 def test_timing_of_a_program_is_its_own(pool):
     start = time.monotonic()
     v = run(pool, {"sleep": prog("import time\ndef add(a, b):\n    time.sleep(0.3)\n    return a + b\n")})

@@ -10,10 +10,8 @@ Nothing it sends decides a verdict: the tester judges what comes back.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import random
 import resource
 import sys
 from typing import Any
@@ -48,7 +46,41 @@ class Containment:
         self.processes, self.uid, self.filter = processes, uid, filter
         self.landlock_abi, self.reset_oom_score, self.devnull = landlock_abi, reset_oom_score, devnull
         self.extra_env: dict[str, str] = {}
-        self.seed = 0
+
+
+RANDOM_SEED = 0
+
+
+class SeedRandomOnImport:
+    """A meta path finder: ``random``, when a candidate first imports it, comes seeded with
+    RANDOM_SEED, so a program's random draws repeat from run to run.
+
+    Not preloaded in the zygote: ``random`` registers a hook that reseeds it from the OS
+    in every fork (and a candidate would then seed it again), which every candidate would
+    pay for; few programs import it. Installed once in the zygote, inherited."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "random":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        load = getattr(loader, "exec_module", None)
+        if load is None:
+            return spec
+
+        def exec_module(module: Any) -> None:
+            load(module)
+            module.seed(RANDOM_SEED)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign,union-attr]  # this import's own
+        return spec
 
 
 def max_fd() -> int:
@@ -62,10 +94,10 @@ def start(
     """Contain this process, then wait for a program and serve it; exits when the tester
     is done. Forked ahead of need: the program, and its CPU time limit, come later."""
     try:
-        # Park the channel high (fd numbers may collide with 0-4), set up 0-4, close the rest.
-        call_r = fcntl.fcntl(call_r, fcntl.F_DUPFD, 100)
-        result_w = fcntl.fcntl(result_w, fcntl.F_DUPFD, 100)
-        output = fcntl.fcntl(output, fcntl.F_DUPFD, 100)
+        # Park the channel high (fd numbers may collide with 0-4; the zygote's own are few
+        # and low, so 100-102 are free), set up 0-4, close the rest. (os.dup2, not fcntl's
+        # F_DUPFD: one module less in every fork of the zygote.)
+        call_r, result_w, output = (os.dup2(fd, 100 + i) for i, fd in enumerate((call_r, result_w, output)))
         os.dup2(how.devnull, 0)
         os.dup2(output, 1)
         os.dup2(output, 2)
@@ -107,7 +139,6 @@ def start(
             layer.restrict_self()
         if how.filter is not None:
             how.filter.install()
-        random.seed(how.seed)  # the fork reseeded it from the OS: make runs repeatable
     except BaseException as exc:  # noqa: BLE001 - reported to the tester, then gone
         try:
             wire.send(

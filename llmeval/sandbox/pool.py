@@ -28,7 +28,7 @@ from llmeval.sandbox import wire
 from llmeval.sandbox.jobs import Limits, Program, Verdict
 from llmeval.vocab import ERROR, TIMEOUT
 
-ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM")  # and LC_*
+ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONDONTWRITEBYTECODE")  # and LC_*
 ISOLATION_ENV = "LLMEVAL_SANDBOX"  # auto (default), namespaces, landlock: to test the fallback
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _START = "import sys; del sys.path[0]; from llmeval.sandbox.worker import main; main()"
@@ -42,7 +42,6 @@ def worker_environment() -> dict[str, str]:
     ]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONHASHSEED"] = "0"  # set and dict order, hence verdicts, repeat from run to run
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
@@ -51,6 +50,8 @@ class SandboxPool:
 
     GRACE = 5.0  # seconds past a program's time (twice its timeout: a re-run) before a kill
     DEPTH = 2  # jobs queued per worker
+    READ_AHEAD = 256  # jobs taken from the input while the workers start
+    START_TIMEOUT = 120.0  # seconds for a worker to set up its sandbox
 
     def __init__(
         self,
@@ -60,7 +61,13 @@ class SandboxPool:
         *,
         hide: Iterable[str] = (),
         isolation: str | None = None,
+        wait: bool = True,
+        spawned: list[_Worker] | None = None,
     ):
+        """Start the workers (or configure ``spawned`` ones, from :func:`spawn_workers`).
+        With ``wait`` (the default), return once all are ready (or raise RuntimeError);
+        else :meth:`map` waits for them while it reads its input ahead, and logs the
+        sandbox's description when the first is ready."""
         self.limits = limits
         self.log = log or (lambda m: None)
         from llmeval.sandbox import view
@@ -76,46 +83,91 @@ class SandboxPool:
             "tmp": tempfile.gettempdir(),
         }
         self.restarts = 0
+        self.description = self.mode = ""
         self.workers: list[_Worker] = []
         try:
-            starting = [_Worker(self.config, i) for i in range(max(1, workers))]
-            for w in starting:  # they start in parallel; wait for each in turn
-                w.wait_ready()
-                self.workers.append(w)
+            if spawned:
+                self.workers = list(spawned)
+                for w in self.workers:
+                    w.configure(self.config)
+            for i in range(len(self.workers), max(1, workers)):  # they start in parallel
+                self.workers.append(_Worker(self.config, i))
+            if wait:
+                for w in self.workers:
+                    w.wait_ready()
+                self._started(announce=False)
         except BaseException:
-            for w in starting if "starting" in locals() else []:
-                w.kill()
+            self.kill()
             raise
-        self.description = self.workers[0].isolation
-        self.mode = self.workers[0].mode
+
+    def _started(self, announce: bool = True) -> None:
+        if not self.description:
+            first = next(w for w in self.workers if w.ready)
+            self.description, self.mode = first.isolation, first.mode
+            if announce:
+                self.log(self.description)
+
+    def kill(self) -> None:
+        for w in self.workers:
+            w.kill()
+        self.workers = []
 
     def map(self, programs: Iterable[tuple[Any, Program]]) -> Iterator[tuple[Any, Verdict]]:
         """Score ``(tag, program)`` pairs; yield ``(tag, verdict)`` as they finish (any order).
 
         Each worker holds up to DEPTH jobs, so it never waits for eval-score between two
         programs; a worker that does not answer within its budget is killed and replaced,
-        its job is a timeout and the jobs queued behind it go to its replacement."""
+        its job is a timeout and the jobs queued behind it go to its replacement. While
+        workers start, the input is read ahead (up to READ_AHEAD jobs)."""
         todo = iter(programs)
+        ahead: deque[tuple[Any, Program]] = deque()
         exhausted = False
         budget = 2 * self.limits.timeout + self.GRACE  # a mispredicted test runs twice
+        start_deadline = time.monotonic() + self.START_TIMEOUT
         while True:
             now = time.monotonic()
-            for w in sorted(self.workers, key=lambda w: len(w.inflight)):
-                while not exhausted and len(w.inflight) < self.DEPTH:
-                    item = next(todo, None)
+            for w in sorted((w for w in self.workers if w.ready), key=lambda w: len(w.inflight)):
+                while len(w.inflight) < self.DEPTH:
+                    item: tuple[Any, Program] | None = ahead.popleft() if ahead else None
+                    if item is None and not exhausted:
+                        item = next(todo, None)
                     if item is None:
                         exhausted = True
                         break
-                    w.submit(*item, now)
+                    w.submit(item[0], item[1], now)
+            starting = [w for w in self.workers if not w.ready]
+            while starting and not exhausted and len(ahead) < self.READ_AHEAD:
+                # Reading records and making their programs overlaps with the start-up.
+                item = next(todo, None)
+                if item is None:
+                    exhausted = True
+                    break
+                ahead.append(item)
+                if len(ahead) % 16 == 0 and select.select([w.stdout for w in starting], [], [], 0)[0]:
+                    break
             active = [w for w in self.workers if w.inflight]
-            if not active:
+            if not active and not starting:
                 return
             for w in active:
                 w.flush()
-            wait = max(0.0, min(w.head_started + budget for w in active) - time.monotonic())
+            deadlines = [w.head_started + budget for w in active]
+            if starting:
+                deadlines.append(start_deadline)
+            wait = max(0.0, min(deadlines) - time.monotonic())
             readable, writable, _ = select.select(
-                [w.stdout for w in active], [w.stdin for w in active if w.outbox], [], wait
+                [w.stdout for w in active + starting],
+                [w.stdin for w in active if w.outbox],
+                [],
+                wait,
             )
+            for w in starting:
+                if w.stdout in readable or time.monotonic() >= start_deadline:
+                    try:
+                        w.wait_ready(start_deadline)
+                    except BaseException:
+                        self.kill()
+                        raise
+                    self._started()
             for w in list(active):
                 if w.stdout in readable:
                     while True:
@@ -144,12 +196,16 @@ class SandboxPool:
         w.kill()
         self.restarts += 1
         fresh = _Worker(self.config, w.index)
-        fresh.wait_ready()
         self.workers[self.workers.index(w)] = fresh
+        fresh.wait_ready()
         now = time.monotonic()
         for tag, program in w.inflight:
             fresh.submit(tag, program, now)
     def close(self) -> None:
+        """Tell every worker the input ended (they take their sandboxes down side by side),
+        then wait for each."""
+        for w in self.workers:
+            w.end_input()
         for w in self.workers:
             w.close()
         self.workers = []
@@ -161,8 +217,19 @@ class SandboxPool:
         self.close()
 
 
+def spawn_workers(n: int) -> list[_Worker]:
+    """Worker processes, started (the interpreter and its imports) but not yet configured:
+    give them to :class:`SandboxPool` (``spawned=``), or :func:`kill_workers`."""
+    return [_Worker(None, i) for i in range(max(1, n))]
+
+
+def kill_workers(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.kill()
+
+
 class _Worker:
-    def __init__(self, config: dict[str, Any], index: int):
+    def __init__(self, config: dict[str, Any] | None, index: int):
         self.index = index
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _START],
@@ -180,12 +247,19 @@ class _Worker:
         self.inflight: deque[tuple[Any, Program]] = deque()
         self.head_started = 0.0  # when the worker began the job at the head of inflight
         self.outbox = bytearray()
-        wire.send(self.stdin, {**config, "index": index})
+        self.ready = False
+        self.isolation = self.mode = ""
+        if config is not None:
+            self.configure(config)
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Its configuration, the first message it reads: then it sets up its sandbox."""
+        wire.send(self.stdin, {**config, "index": self.index})
         os.set_blocking(self.stdin, False)
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, deadline: float | None = None) -> None:
         try:
-            hello = self.reader.recv(time.monotonic() + 120)
+            hello = self.reader.recv(deadline or time.monotonic() + SandboxPool.START_TIMEOUT)
         except (TimeoutError, ValueError) as exc:
             self.kill()
             raise RuntimeError(f"sandbox worker failed to start ({exc})") from None
@@ -195,6 +269,7 @@ class _Worker:
             raise RuntimeError(f"sandbox worker failed to start: {why}")
         self.isolation = str(hello.get("isolation", ""))
         self.mode = str(hello.get("mode", ""))
+        self.ready = True
 
     def submit(self, tag: Any, program: Program, now: float) -> None:
         """Queue a job (written as the worker's stdin pipe takes it: never blocks)."""
@@ -202,7 +277,7 @@ class _Worker:
         if not self.inflight:
             self.head_started = now
         self.inflight.append((tag, program))
-        data = orjson.dumps({"id": self.next_id, "program": asdict(program)})
+        data = orjson.dumps({"id": self.next_id, "program": program})  # a dataclass: as a dict
         self.outbox += len(data).to_bytes(4, "big") + data
 
     def flush(self) -> None:
@@ -250,10 +325,14 @@ class _Worker:
                 with contextlib.suppress(OSError):
                     stream.close()
 
-    def close(self) -> None:
-        try:
+    def end_input(self) -> None:
+        with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
+
+    def close(self) -> None:
+        try:
+            self.end_input()
             self.proc.wait(timeout=10)
         except Exception:  # noqa: BLE001
             pass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import struct
 import time
 from collections.abc import Callable
@@ -75,6 +74,8 @@ class Reader:
     def _fill(self, need: int, deadline: float | None) -> bool:
         while len(self.buf) - self.pos < need:
             if deadline is not None:
+                import select  # here: the zygote, which never waits with a deadline, lacks it
+
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([self.fd], [], [], left)[0]:
                     raise TimeoutError

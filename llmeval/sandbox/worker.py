@@ -22,7 +22,6 @@ import socket
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +72,6 @@ class Setup:
             links=self.view.links,
             files=self.view.files,
             python_paths=views.python_paths(),
-            site_dirs=views.site_dirs(),
             import_path=[PACKAGE_ROOT, *views.site_dirs()],
         )
         return cfg
@@ -82,9 +80,11 @@ class Setup:
 class Zygote:
     """The worker's handle on its zygote: start it, ask for candidates, learn how they ended."""
 
-    def __init__(self, setup: Setup):
+    def __init__(self, setup: Setup, *, wait: bool = True):
+        """Fork the zygote; with ``wait``, also see it through its set-up (else
+        :meth:`configure`, then :meth:`wait_started`: several boot side by side)."""
         self.setup = setup
-        cfg = setup.message()
+        self.cfg = setup.message()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
@@ -97,9 +97,21 @@ class Zygote:
                 os._exit(70)
         child.close()
         self.pid, self.sock = pid, parent
-        self.hello = self._handshake(cfg)
+        self.configured = False
+        self.hello: dict[str, Any] = {}
+        if wait:
+            self.wait_started()
 
-    def _handshake(self, cfg: dict[str, Any]) -> dict[str, Any]:
+    def configure(self) -> None:
+        """Send the configuration once the fresh interpreter asks for it (its imports and
+        set-up then run while the worker attends to another zygote)."""
+        if not self.configured:
+            self._handshake(until_configured=True)
+
+    def wait_started(self) -> None:
+        self.hello = self._handshake()
+
+    def _handshake(self, until_configured: bool = False) -> dict[str, Any]:
         while True:
             try:
                 data = self.sock.recv(1 << 16)
@@ -110,7 +122,10 @@ class Zygote:
                 self.close()
                 raise SetupError(f"the sandbox failed to start ({why})")
             if data == b"boot":
-                self.sock.send(marshal.dumps(cfg))
+                self.sock.send(marshal.dumps(self.cfg))
+                self.configured = True
+                if until_configured:
+                    return {}
                 continue
             msg = orjson.loads(data)
             if msg.get("map"):
@@ -332,11 +347,17 @@ def _referenced_names(code: Any) -> set[str]:
 
 
 def _failed_assert_line(tb: Any, test: str) -> str:
-    frames = [f for f in traceback.extract_tb(tb) if f.filename == "<test>"]
-    if frames and frames[-1].lineno:
+    """The test's line where the assertion failed (the innermost frame of the test's code).
+    Walked by hand: traceback.extract_tb reads source files through linecache."""
+    lineno = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<test>":
+            lineno = tb.tb_lineno
+        tb = tb.tb_next
+    if lineno:
         lines = test.splitlines()
-        if 0 < frames[-1].lineno <= len(lines):
-            return lines[frames[-1].lineno - 1].strip()[:300]
+        if 0 < lineno <= len(lines):
+            return lines[lineno - 1].strip()[:300]
     return ""
 
 
@@ -431,9 +452,9 @@ def run_tests(program: Program, tester: Tester, *, speculate: bool = True) -> tu
 class Box:
     """One zygote with its own namespaces, cgroup and scratch directory."""
 
-    def __init__(self, setup: Setup, cgroup: resources.Cgroup | None):
+    def __init__(self, setup: Setup, cgroup: resources.Cgroup | None, zygote: Zygote | None = None):
         self.setup, self.cgroup = setup, cgroup
-        self.zygote: Zygote | None = Zygote(setup)
+        self.zygote: Zygote | None = zygote or Zygote(setup)
         self.oom_seen = cgroup.oom_kills() if cgroup else 0
 
     def oom_since_last_look(self) -> bool:
@@ -459,6 +480,13 @@ class Box:
             self.cgroup = None
         if self.setup.scratch:
             remove_tree(self.setup.scratch)
+
+
+def _discard(setup: Setup, cgroup: resources.Cgroup | None) -> None:
+    if cgroup is not None:
+        cgroup.remove()
+    if setup.scratch:
+        remove_tree(setup.scratch)
 
 
 class Worker:
@@ -517,19 +545,34 @@ class Worker:
         """Make the boxes (same kind each); a phrase on their memory bound."""
         lim, index = self.limits, self.config.get("index", 0)
         note = ""
-        for n in range(self.BOXES):
-            cgroup = None
-            if mode == "namespaces":
-                cgroup, note = resources.create_cgroup(f"w{index}{'ab'[n]}", lim.memory_mb, lim.processes)
-            setup = self._setup(mode, userns, cgroup)
-            try:
-                self.boxes.append(Box(setup, cgroup))
-            except BaseException:
-                if cgroup is not None:
-                    cgroup.remove()
-                if setup.scratch:
-                    remove_tree(setup.scratch)
-                raise
+        # The zygotes boot side by side: each is forked and configured before any is
+        # waited for (start-up is part of every run's wall time).
+        starting: list[tuple[Setup, resources.Cgroup | None, Zygote]] = []
+        try:
+            for n in range(self.BOXES):
+                cgroup = None
+                if mode == "namespaces":
+                    cgroup, note = resources.create_cgroup(
+                        f"w{index}{'ab'[n]}", lim.memory_mb, lim.processes
+                    )
+                setup = self._setup(mode, userns, cgroup)
+                try:
+                    starting.append((setup, cgroup, Zygote(setup, wait=False)))
+                except BaseException:
+                    _discard(setup, cgroup)
+                    raise
+            for _, _, zygote in starting:
+                zygote.configure()
+            while starting:
+                setup, cgroup, zygote = starting[0]
+                zygote.wait_started()
+                self.boxes.append(Box(setup, cgroup, zygote))
+                starting.pop(0)
+        except BaseException:
+            for setup, cgroup, zygote in starting:
+                zygote.close(grace=0)
+                _discard(setup, cgroup)
+            raise
         if mode == "landlock":
             return f"memory {lim.memory_mb} MB (RLIMIT_AS of its one process)"
         if self.boxes[0].cgroup is not None:

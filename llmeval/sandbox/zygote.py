@@ -33,15 +33,19 @@ trusted side ever opens a path the candidate could have made.
 
 from __future__ import annotations
 
+import _socket  # not socket: its selectors, select and array would be in every fork
 import contextlib
 import gc
 import os
 import signal
-import socket
 import stat
+import struct
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
 
 from llmeval.sandbox import candidate, kernel
 from llmeval.sandbox.wire import json_dumps
@@ -53,8 +57,8 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 # fork dearer (more pages to map and copy), so only what HumanEval- and MBPP-style
 # solutions import often; the rest is imported by the candidates that use it.
 PRELOAD = (
-    "typing", "math", "random", "copy", "string", "collections", "re", "hashlib",
-    "itertools", "functools", "heapq", "bisect", "operator",
+    "typing", "math", "copy", "string", "collections", "re",
+    "itertools", "functools", "operator",
 )  # fmt: skip
 OLD = "/oldroot"
 WATCH_EVERY = 0.02  # seconds between two looks at a candidate's memory (no cgroup)
@@ -63,8 +67,8 @@ WATCH_EVERY = 0.02  # seconds between two looks at a candidate's memory (no cgro
 # every module the worker imported, and each fork per program would copy their pages),
 # told its configuration over the socket it inherits.
 BOOT = (
-    "import sys, socket, marshal; del sys.path[0]; "
-    "s = socket.socket(fileno=int(sys.argv[1])); s.send(b'boot'); "
+    "import sys, _socket, marshal; del sys.path[0]; "
+    "s = _socket.socket(fileno=int(sys.argv[1])); s.send(b'boot'); "
     "c = marshal.loads(s.recv(1 << 24)); sys.path[:0] = c['import_path']; "
     "from llmeval.sandbox.zygote import boot; boot(s, c)"
 )
@@ -86,13 +90,14 @@ def exec_zygote(sock: socket.socket, python: str) -> None:  # pragma: no cover -
 def boot(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover - the zygote
     """The zygote's entry point after exec."""
     try:
-        import site
-
-        for d in cfg["site_dirs"]:  # .pth files: the packages candidates may import
-            site.addsitedir(d)
+        # The site directories are on sys.path (``import_path``); their .pth files are not
+        # run: their paths outside those directories are not in the view, and their import
+        # lines install hooks (editable installs' finders, setuptools' distutils shim) that
+        # point outside it too, and each costs start-up time and zygote memory.
         for name in PRELOAD:  # what candidates commonly import is loaded once, here
             with contextlib.suppress(ImportError):
                 __import__(name)
+        sys.meta_path.insert(0, candidate.SeedRandomOnImport())  # not preloaded: see there
         candidate.rehearse()
     except Exception as exc:  # noqa: BLE001
         sock.send(json_dumps({"ok": False, "error": f"sandbox start: {exc}"}))
@@ -218,7 +223,8 @@ def _serve(sock: socket.socket, prepare: Any, cleanup: Any, watch_limit: int) ->
                 sock.send(b"fail:" + str(exc).encode()[:1000])
             os._exit(1)
         try:  # its output too: the worker reads it (no round trip for how a program failed)
-            socket.send_fds(sock, [b"next"], [*ends, output])
+            fds = struct.pack("3i", *ends, output)
+            sock.sendmsg([b"next"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
         except OSError:
             cleanup(pid)
             os._exit(0)
