@@ -242,7 +242,12 @@ class OpenAIBackend(Backend):
         with ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="llmeval-openai"
         ) as pool:
-            for i, j, got in pool.map(one, jobs):
+            try:
+                answers = list(self._in_order(pool, one, jobs))
+            except StageError:
+                pool.shutdown(wait=True, cancel_futures=True)  # the rest would be refused too
+                raise
+            for i, j, got in answers:
                 res = results[i]
                 if isinstance(got, str):
                     res.error = res.error or got
@@ -255,6 +260,10 @@ class OpenAIBackend(Backend):
             if res.error:
                 res.logprobs = res.tokens = res.greedy = None
             yield res
+
+    def _in_order(self, pool: ThreadPoolExecutor, fn: Any, jobs: list[Any]) -> Iterator[Any]:
+        for fut in [pool.submit(fn, job) for job in jobs]:
+            yield fut.result()
 
     def _echo_logprob(self, prompt: str, continuation: str) -> tuple[float, int, bool, int]:
         """(log-likelihood, tokens, greedy, context tokens) of ``continuation`` after ``prompt``."""
@@ -274,7 +283,12 @@ class OpenAIBackend(Backend):
             reply = self._post(url, body)
         except HTTPFailure as exc:
             status = str(exc).split(" ", 2)[1] if str(exc).startswith("HTTP ") else ""
-            if status.isdigit() and int(status) in REFUSAL_STATUS:
+            code = int(status) if status.isdigit() else 0
+            # No such endpoint, or a request refused for its echo / logprobs (a 400 about
+            # something else, a prompt too long, stays with its record).
+            if code in REFUSAL_STATUS and (
+                code not in (400, 422) or any(w in str(exc).lower() for w in ("echo", "logprob"))
+            ):
                 raise self._cannot(str(exc)) from None
             raise
         choices = [c for c in (reply.get("choices") or []) if isinstance(c, dict)]
