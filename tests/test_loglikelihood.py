@@ -7,7 +7,7 @@ import sys
 
 import orjson
 import pytest
-from conftest import BIN, FIXTURES, REPO, run_cmd
+from conftest import BIN, FIXTURES, REPO, require_in_ci, run_cmd
 
 from llmeval.backends import LoglikRequest, continuation_token_ids
 from llmeval.loglikelihood import loglikelihood, pick, request_key
@@ -204,6 +204,7 @@ def test_hf_equals_a_plain_forward_pass_batched_or_not_and_cached(gemma, tmp_pat
     assert [r["choice_logprobs"] for r in again] == [r["choice_logprobs"] for r in out8]
 
 
+@pytest.mark.slow
 def test_done_when_pipeline_prints_acc_and_acc_norm_with_intervals(models_dir, tmp_path):
     pytest.importorskip("transformers")
     env = {**os.environ, "LLMEVAL_MODELS": str(models_dir), "PYTHONPATH": str(REPO)}
@@ -224,3 +225,66 @@ def test_done_when_pipeline_prints_acc_and_acc_norm_with_intervals(models_dir, t
         assert 0.0 <= m["ci_low"] <= m["value"] <= m["ci_high"] <= 1.0
         assert sum(m["counts"].values()) == n and m["counts"]["error"] == 0
     assert metrics["acc"]["value"] == metrics["accuracy"]["value"]
+
+
+LMEVAL_TASK = """\
+task: llmeval_fixture_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{prompt}}}}"
+doc_to_choice: ["A", "B", "C", "D"]
+doc_to_target: label
+target_delimiter: " "
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+@pytest.mark.slow
+def test_same_predictions_and_logprobs_as_lm_evaluation_harness(gemma, tmp_path):
+    """lm-eval's own hf model on a local task whose documents are our prompts (few-shot
+    examples included, so both harnesses see the same text): the same log-likelihoods and
+    the same acc / acc_norm per question."""
+    require_in_ci("lm_eval")
+    from llmeval.models import materialize
+    from llmeval.score import score
+
+    ref, be, _, _, _ = gemma
+    recs = resolved(2, 3) + resolved(4, 2)
+    data = tmp_path / "test.jsonl"
+    data.write_bytes(
+        b"".join(
+            orjson.dumps({"id": r["id"], "prompt": r["prompt"], "label": "ABCD".index(r["reference"]["label"])}) + b"\n"
+            for r in recs
+        )
+    )
+    (tmp_path / "task.yaml").write_text(LMEVAL_TASK.format(data=data))
+    env = {
+        **os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "hf",
+         "--model_args", f"pretrained={materialize(ref)},dtype=float32", "--device", "cpu",
+         "--tasks", "llmeval_fixture_mc", "--include_path", str(tmp_path), "--log_samples",
+         "--output_path", str(tmp_path / "out"), "--batch_size", "4"],
+        capture_output=True, env=env, timeout=900, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    (samples,) = (tmp_path / "out").rglob("samples_llmeval_fixture_mc_*.jsonl")
+    theirs = sorted((orjson.loads(line) for line in samples.read_bytes().splitlines()), key=lambda d: d["doc_id"])
+    assert len(theirs) == len(recs)
+    ours = list(loglikelihood(numbered(recs), be, fields=lambda r: {"completion": None}, messages_of=lambda r: None))
+    scored = list(score(numbered(ours), None, run_id="r"))
+    for doc, mine in zip(theirs, scored):
+        lls = [float(ll) for ll, _ in doc["filtered_resps"]]
+        greedy = [g == "True" for _, g in doc["filtered_resps"]]
+        assert mine["choice_logprobs"] == pytest.approx(lls, abs=1e-4), mine["id"]
+        assert mine["choice_greedy"] == greedy
+        assert (mine["score"]["status"] == "pass") == (doc["acc"] == 1.0)
+        assert (mine["score"]["status_norm"] == "pass") == (doc["acc_norm"] == 1.0)
