@@ -380,6 +380,12 @@ class Generate(cli.Command):
             help="openai: extra request fields, e.g. '{\"repeat_penalty\": 1.0}'",
         )
         p.add_argument(
+            "--loglikelihood",
+            action="store_true",
+            help="score each choice's continuation by log-likelihood instead of generating "
+            "(multiple-choice records; lm-eval's output_type: multiple_choice)",
+        )
+        p.add_argument(
             "--print-config",
             action="store_true",
             help="print the effective preset as JSON and exit",
@@ -495,8 +501,39 @@ class Generate(cli.Command):
                 engine=t.engine or None,
             )
 
-        try:
-            for rec in generate(
+        if args.loglikelihood:
+            from llmeval.loglikelihood import loglikelihood
+
+            if settings.n > 1:
+                self.log("--loglikelihood: one record per prompt (-n does not apply)")
+
+            def fields(rec: Record) -> Record:
+                out = {
+                    "model": args.label or model.name,
+                    "model_id": model.model_id,
+                    "model_revision": model.revision,
+                    "backend": backend.name,
+                    "preset": preset["name"],
+                    "run_id": run["run_id"],
+                    "llmeval_version": llmeval.__version__,
+                }
+                if settings.system_prompt and rec.get("messages"):
+                    out["system_prompt"] = settings.system_prompt
+                return out
+
+            records: Iterator[Record] = loglikelihood(
+                self.records(),
+                backend,
+                fields=fields,
+                messages_of=lambda rec: effective_messages(rec, settings.system_prompt),
+                chunk_size=settings.chunk_size,
+                cache=cache,
+                done_keys=done_keys,
+                tally=tally,
+                on_progress=progress,
+            )
+        else:
+            records = generate(
                 self.records(),
                 backend,
                 settings,
@@ -507,7 +544,9 @@ class Generate(cli.Command):
                 tally=tally,
                 on_progress=progress,
                 label=args.label,
-            ):
+            )
+        try:
+            for rec in records:
                 self.write(rec)
         finally:
             if cache is not None:

@@ -326,6 +326,17 @@ ANSWER = FieldType(
     "a string or a number",
     lambda v: isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool)),
 )
+NUMBERS = FieldType(
+    "a list of numbers",
+    lambda v: isinstance(v, list)
+    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v),
+)
+COUNTS = FieldType(
+    "a list of integers >= 0", lambda v: isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
+)
+BOOLEANS = FieldType(
+    "a list of true/false", lambda v: isinstance(v, list) and all(isinstance(x, bool) for x in v)
+)
 LIST = FieldType("a list", lambda v: isinstance(v, list))
 STRING_MAP = FieldType(
     "an object of strings",
@@ -364,6 +375,10 @@ FIELD_TYPES: dict[str, FieldType] = {
     "key": STRING,
     "usage": _nullable(OBJECT),
     "usage.completion_tokens": _nullable(INDEX),
+    "choice_logprobs": _nullable(NUMBERS),
+    "choice_tokens": _nullable(COUNTS),
+    "choice_bytes": _nullable(COUNTS),
+    "choice_greedy": _nullable(BOOLEANS),
     "score": OBJECT,
     "score.status": _one_of(STATUSES),
     "score.extractions": _nullable(OBJECT),

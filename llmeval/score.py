@@ -28,6 +28,7 @@ from llmeval.extract import (
     normalize_text,
     sanitize_code,
 )
+from llmeval.loglikelihood import pick
 from llmeval.records import Record, check_fields
 from llmeval.specs import LETTERS
 from llmeval.vocab import (
@@ -170,6 +171,37 @@ def score_choice(ref: dict[str, Any], completion: str) -> dict[str, Any]:
     }
 
 
+def score_loglikelihood(rec: Record) -> dict[str, Any]:
+    """The choice with the highest log-likelihood (lm-eval's ``acc``) and the highest per UTF-8
+    byte of its continuation (``acc_norm``), against ``reference.label``; both as
+    ``score.extractions`` too, so eval-aggregate reports ``acc`` and ``acc_norm``."""
+    expected = rec["reference"].get("label")
+    acc, norm = pick(rec["choice_logprobs"], rec["choice_bytes"])
+    letter, letter_norm = LETTERS[acc], LETTERS[norm]
+    status = PASS if letter == expected else FAIL
+    status_norm = PASS if letter_norm == expected else FAIL
+    return {
+        "status": status,
+        "extracted": letter,
+        "expected": expected,
+        "detail": None,
+        "extracted_norm": letter_norm,
+        "status_norm": status_norm,
+        "extractions": {
+            "acc": {"status": status, "extracted": letter, "expected": expected},
+            "acc_norm": {"status": status_norm, "extracted": letter_norm, "expected": expected},
+        },
+    }
+
+
+def loglikelihood_failed(rec: Record) -> dict[str, dict[str, Any]]:
+    """acc and acc_norm of a log-likelihood request that failed: errors, counted in both."""
+    expected = rec["reference"].get("label")
+    return {
+        m: {"status": ERROR, "extracted": None, "expected": expected} for m in ("acc", "acc_norm")
+    }
+
+
 def choice_texts(ref: dict[str, Any]) -> list[str] | None:
     """The answers as words, when the continuations are the choices' texts, not letters."""
     conts = ref.get("continuations")
@@ -216,8 +248,33 @@ def _check(where: str, rec: Record) -> None:
                 f'field "reference.extractions": unknown extraction {what!r} '
                 f"(known: {', '.join(sorted(REFERENCE_EXTRACTIONS))})",
             )
-    if rec["completion"] is None and not rec.get("error"):
+    if "choice_logprobs" in rec:
+        check_fields(where, rec, optional=LOGLIKELIHOOD_FIELDS)
+        _check_choices(where, rec)
+    elif rec["completion"] is None and not rec.get("error"):
         raise DataError(where, 'field "completion" is null but the record has no "error"')
+
+
+LOGLIKELIHOOD_FIELDS = ("choice_logprobs", "choice_bytes", "choice_tokens", "choice_greedy")
+
+
+def _check_choices(where: str, rec: Record) -> None:
+    """A log-likelihood record: one log-prob and one byte count per choice, and a letter label."""
+    if rec.get("error"):
+        return
+    logprobs, nbytes = rec.get("choice_logprobs"), rec.get("choice_bytes")
+    if logprobs is None:
+        raise DataError(where, 'field "choice_logprobs" is null but the record has no "error"')
+    if rec["scorer"] != MULTIPLE_CHOICE:
+        raise DataError(where, f'field "choice_logprobs" on a {rec["scorer"]} record')
+    if not logprobs or len(logprobs) > len(LETTERS):
+        raise DataError(where, f'field "choice_logprobs" must hold 1 to {len(LETTERS)} numbers')
+    if not isinstance(nbytes, list) or len(nbytes) != len(logprobs):
+        raise DataError(
+            where,
+            f'field "choice_bytes" must hold one count per choice ({len(logprobs)}), '
+            f"got {nbytes!r}"[:160],
+        )
 
 
 class Counts:
@@ -326,6 +383,11 @@ def score(
             "detail": result.get("detail"),
             "sanitized": result.get("sanitized"),
             "extractions": result.get("extractions"),
+            **(
+                {"extracted_norm": result["extracted_norm"], "status_norm": result["status_norm"]}
+                if "status_norm" in result
+                else {}
+            ),
             "time_s": round(result.get("time_s", time.monotonic() - started), 4),
             "run_id": run_id,
         }
@@ -343,11 +405,19 @@ def score(
             counts.models.add(str(rec.get("model")))
             i, seq = seq, seq + 1
             started = time.monotonic()
-            if rec.get("error") or rec.get("completion") is None:
+            if "choice_logprobs" in rec and not rec.get("error"):
+                finish(i, rec, score_loglikelihood(rec), started)
+            elif rec.get("error") or rec.get("completion") is None:
                 finish(
                     i,
                     rec,
-                    {"status": ERROR, "detail": f"generation failed: {rec.get('error')}"},
+                    {
+                        "status": ERROR,
+                        "detail": f"generation failed: {rec.get('error')}",
+                        "extractions": loglikelihood_failed(rec)
+                        if "choice_logprobs" in rec
+                        else None,
+                    },
                     started,
                 )
             elif rec["scorer"] == CODE_EXEC:

@@ -24,7 +24,8 @@ SCORERS = (CODE_EXEC, EXACT_MATCH, MULTIPLE_CHOICE)
 FINISH_STOP = "stop"  # EOS or a stop sequence
 FINISH_LENGTH = "length"  # hit max_tokens
 FINISH_ERROR = "error"  # the sample failed; its record carries "error"
-FINISH_REASONS = (FINISH_STOP, FINISH_LENGTH, FINISH_ERROR)
+FINISH_LOGLIKELIHOOD = "loglikelihood"  # choices scored by log-likelihood, nothing generated
+FINISH_REASONS = (FINISH_STOP, FINISH_LENGTH, FINISH_ERROR, FINISH_LOGLIKELIHOOD)
 
 # Styles of code_exec tests (docs/records.md, reference.style).
 STYLE_HUMANEVAL = "humaneval"  # test defines check(candidate)

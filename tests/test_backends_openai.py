@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
-from conftest import BIN, require_in_ci
+from conftest import BIN, require_in_ci, run_cmd
 
 from llmeval.backends.openai import OpenAIBackend, served_model
 from llmeval.generate import Settings, generate
@@ -305,3 +305,106 @@ def test_unreachable_server_is_one_line():
     assert out.stderr.decode().startswith(
         f"eval-generate: error: openai backend: cannot reach http://127.0.0.1:{port}/v1/models"
     )
+
+
+# ---------------------------------------------------------------------------- log-likelihood
+
+
+def _loglik(base, recs, **engine):
+    from llmeval.loglikelihood import loglikelihood
+
+    be = OpenAIBackend(
+        served_model("m", base), {"base_url": base, "backoff_s": 0.01, **engine}, lambda m: None
+    )
+    numbered = [(f"t:{i + 1}", r) for i, r in enumerate(recs)]
+    return list(loglikelihood(numbered, be, fields=lambda r: {}, messages_of=lambda r: r.get("messages")))
+
+
+MC = {"id": "q", "prompt": "Is the sky blue? Answer:", "reference": {"label": "A", "continuations": [" yes", " no"]}}
+
+
+def _echo(prompt, tokens, logprobs, top):
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t)
+    return {
+        "choices": [
+            {
+                "index": 0,
+                "text": prompt + "!",
+                "logprobs": {"tokens": tokens, "token_logprobs": logprobs, "text_offset": offsets, "top_logprobs": top},
+                "finish_reason": "length",
+            }
+        ]
+    }
+
+
+def test_loglikelihood_reads_the_echoed_continuation_tokens(scripted):
+    p = MC["prompt"]
+    # " yes" as two tokens, the second straddling nothing; " no" as one; then the generated "!".
+    Scripted.script = [
+        (200, _echo(p + " yes", ["Is", " the sky blue? Answer", ":", " y", "es", "!"],
+                    [None, -1.0, -0.5, -2.0, -0.25, -3.0], [None, {}, {}, {" y": -2.0}, {"es": -0.25}, {}])),
+        (200, _echo(p + " no", ["Is", " the sky blue? Answer", ":", " no", "!"],
+                    [None, -1.0, -0.5, -1.5, -3.0], [None, {}, {}, {" maybe": -0.1}, {}])),
+    ]
+    (rec,) = _loglik(scripted, [MC], concurrency=1)
+    assert rec["error"] is None
+    assert rec["choice_logprobs"] == [-2.25, -1.5] and rec["choice_tokens"] == [2, 1]
+    assert rec["choice_greedy"] == [True, False]
+    first = Scripted.seen[0]
+    assert first["prompt"] == p + " yes" and first["echo"] is True and first["logprobs"] == 1
+    assert first["max_tokens"] == 1 and first["temperature"] == 0
+
+
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        ([(404, {"detail": "Not Found"})] * 2, 'HTTP 404 from {base}/completions: {{"detail": "Not Found"}}'),
+        ([(400, {"error": "echo is not supported with logprobs"})] * 2,
+         'HTTP 400 from {base}/completions: {{"error": "echo is not supported with logprobs"}}'),
+        ([(200, {"choices": [{"index": 0, "text": "!", "logprobs": None}]})] * 2,
+         "its reply has no logprobs.tokens, token_logprobs and text_offset"),
+        ([(200, _echo("", ["!"], [-1.0], [{}]))] * 2, "it did not echo the prompt"),
+    ],
+)
+def test_a_server_that_cannot_echo_logprobs_is_one_line(scripted, tmp_path, script, why):
+    Scripted.script = list(script)
+    src = tmp_path / "p.jsonl"
+    src.write_bytes(orjson.dumps(MC) + b"\n")
+    out = run_cmd(
+        ["eval-generate", str(src), "--backend", "openai", "--base-url", scripted, "--model", "m",
+         "--loglikelihood", "--concurrency", "1", "--no-cache"]
+    )
+    assert out.returncode == 1
+    assert out.stderr.decode().strip().splitlines()[-1] == (
+        f"eval-generate: error: the server at {scripted} cannot score log-likelihoods: "
+        + why.format(base=scripted)
+        + "; --loglikelihood needs /completions with echo and logprobs (vLLM's and llama.cpp's "
+        "servers have them)"
+    )
+    assert out.stdout == b""
+
+
+def test_a_400_about_the_prompt_stays_with_its_record(scripted):
+    Scripted.script = [(400, {"error": "context length exceeded"})] * 2
+    (rec,) = _loglik(scripted, [MC], concurrency=1)
+    assert rec["error"].startswith("HTTP 400 from") and rec["choice_logprobs"] is None
+
+
+@pytest.mark.slow
+def test_real_server_loglikelihood(llama_server):
+    """llama.cpp's server echoes prompt logprobs (it reads max_tokens 0 as "no limit", so 1 is
+    sent). Each echoed position costs it a sort of the whole vocabulary in Python: short prompts."""
+    (rec,) = _loglik(llama_server, [MC], concurrency=1)
+    assert rec["error"] is None and rec["choice_tokens"] == [1, 1]
+    # The same number straight from the server: the last echoed token of prompt + " no".
+    body = {"prompt": MC["prompt"] + " no", "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
+    req = urllib.request.Request(
+        f"{llama_server}/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    lp = json.loads(urllib.request.urlopen(req, timeout=300).read())["choices"][0]["logprobs"]
+    no = lp["text_offset"].index(len(MC["prompt"]))
+    assert rec["choice_logprobs"][1] == pytest.approx(lp["token_logprobs"][no], abs=1e-6)
+    assert all(x < 0 for x in rec["choice_logprobs"])

@@ -388,3 +388,70 @@ def test_an_engine_option_that_would_break_llmeval_is_refused(vllm_standin, tmp_
         "llmeval encodes prompts with the model's tokenizer (chat templates, TokensPrompt) and "
         "reads it from the engine"
     ]
+
+
+# ---------------------------------------------------------------------------- log-likelihood
+
+
+def _loglik(be, recs):
+    from llmeval.loglikelihood import loglikelihood
+
+    return list(loglikelihood(numbered(recs), be, fields=lambda r: {}, messages_of=lambda r: None))
+
+
+MC_RECS = [
+    {"id": "a", "prompt": "Question: 2+2?\nAnswer: ", "reference": {"label": "B", "continuations": ["three", "four or so"]}},
+    {"id": "b", "prompt": "Is it? Answer:", "reference": {"label": "A", "continuations": [" yes", " no", " maybe"]}},
+]
+
+
+def test_loglikelihood_sums_the_continuations_prompt_logprobs(vllm_standin, chat_model_dir):
+    be = backend(chat_model_dir)
+    out = _loglik(be, MC_RECS)
+    (llm,) = vllm_standin.LLM.instances
+    engine = llm.llm_engine
+    tok = engine.tokenizer
+    for rec, got in zip(MC_RECS, out):
+        assert got["error"] is None
+        ctx = tok.encode(rec["prompt"].rstrip())
+        want, lengths = [], []
+        for c in rec["reference"]["continuations"]:
+            whole = tok.encode(rec["prompt"] + c)
+            want.append(sum(engine.token_logprob(whole[:i], whole[i]) for i in range(len(ctx), len(whole))))
+            lengths.append(len(whole) - len(ctx))
+        assert got["choice_logprobs"] == pytest.approx(want, abs=1e-9)
+        assert got["choice_tokens"] == lengths
+    assert out[0]["choice_tokens"][1] >= 2  # a continuation of several tokens
+    # One TokensPrompt per choice, asking for what lm-eval asks: one alternative per position.
+    assert len(engine.added) == 5
+    for _, prompt, params in engine.added:
+        assert set(prompt) == {"prompt_token_ids"}
+        assert (params.prompt_logprobs, params.max_tokens, params.temperature) == (1, 1, 0.0)
+
+
+def test_the_double_returns_vllms_prompt_logprobs_shape(vllm_standin, chat_model_dir):
+    llm = vllm_standin.LLM(model=str(chat_model_dir))
+    ids = llm.get_tokenizer().encode("one two three")
+    (out,) = llm.generate([{"prompt_token_ids": ids}], vllm_standin.SamplingParams(max_tokens=1, prompt_logprobs=0))
+    entries = out.prompt_logprobs
+    assert len(entries) == len(ids) and entries[0] is None
+    assert all(list(e) == [t] for e, t in zip(entries[1:], ids[1:]))  # 0: the prompt token only
+    assert all(e[t].rank >= 1 for e, t in zip(entries[1:], ids[1:]))
+    (out,) = llm.generate([{"prompt_token_ids": ids}], vllm_standin.SamplingParams(max_tokens=1, prompt_logprobs=3))
+    assert all(3 <= len(e) <= 4 for e in out.prompt_logprobs[1:])
+    with pytest.raises(ValueError, match="greater than max allowed: 20"):
+        llm.generate([{"prompt_token_ids": ids}], vllm_standin.SamplingParams(max_tokens=1, prompt_logprobs=21))
+    with pytest.raises(ValueError, match="prompt_logprobs must be non-negative"):
+        vllm_standin.SamplingParams(prompt_logprobs=-2)
+
+
+def test_prompt_logprobs_over_the_engine_limit_are_error_records(vllm_standin, chat_model_dir, monkeypatch):
+    from llmeval.backends.vllm import VLLMBackend
+
+    monkeypatch.setattr(VLLMBackend, "PROMPT_LOGPROBS", 21)
+    out = _loglik(backend(chat_model_dir), MC_RECS)
+    assert [r["error"] for r in out] == [
+        "vLLM log-likelihood failed: ValueError: Requested prompt logprobs of 21, which is "
+        "greater than max allowed: 20"
+    ] * 2
+    assert all(r["choice_logprobs"] is None for r in out)

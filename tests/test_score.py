@@ -1,3 +1,4 @@
+import re
 import signal
 import subprocess
 import sys
@@ -349,3 +350,90 @@ def test_score_detail_is_capped(pool):
     assert out[0]["score"]["detail"].startswith("ValueError: vvvv")
     assert "output: pppp" in out[1]["score"]["detail"]
     assert len(orjson.dumps(out[0])) < 20_000
+
+
+def loglik_record(logprobs, nbytes, label="B", **extra):
+    n = len(nbytes)
+    conts = [" A", " B", " C", " D"][:n]
+    rec = {
+        "id": "mmlu/x", "sample": 0, "scorer": "multiple_choice", "prompt": "Q\nAnswer:",
+        "reference": {"label": label, "choices": ["w", "x", "y", "z"][:n],
+                      "continuations": conts, "loglikelihood": True},
+        "completion": None, "error": None, "finish_reason": "loglikelihood",
+        "choice_logprobs": logprobs, "choice_bytes": nbytes, "choice_tokens": [1] * n,
+    }
+    rec.update(extra)
+    return rec
+
+
+def test_loglikelihood_acc_and_acc_norm():
+    recs = [
+        loglik_record([-2.0, -1.0, -3.0, -4.0], [2, 2, 2, 2]),  # B: acc and acc_norm pass
+        loglik_record([-1.0, -1.0, -3.0, -0.5], [2, 2, 2, 2], label="A"),  # D wins
+        loglik_record([-1.0, -1.0, -3.0, -4.0], [2, 2, 2, 2], label="A"),  # a tie: the first
+        loglik_record([-3.0, -2.0, -9.0, -9.0], [6, 2, 2, 2], label="A"),  # per byte: A
+        loglik_record(None, [2, 2, 2, 2], error="HTTP 500 from x", finish_reason="error"),
+    ]
+    out = list(score(numbered(recs), None, run_id="r"))
+    s = [r["score"] for r in out]
+    assert [x["status"] for x in s] == [PASS, FAIL, PASS, FAIL, ERROR]
+    assert [x["extracted"] for x in s] == ["B", "D", "A", "B", None]
+    assert [x.get("extracted_norm") for x in s] == ["B", "D", "A", "A", None]
+    assert [x.get("status_norm") for x in s] == [PASS, FAIL, PASS, PASS, None]
+    assert s[3]["extractions"] == {
+        "acc": {"status": FAIL, "extracted": "B", "expected": "A"},
+        "acc_norm": {"status": PASS, "extracted": "A", "expected": "A"},
+    }
+    assert s[4]["extractions"] == {
+        "acc": {"status": ERROR, "extracted": None, "expected": "B"},
+        "acc_norm": {"status": ERROR, "extracted": None, "expected": "B"},
+    }
+    assert s[0]["expected"] == "B" and s[0]["value"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"choice_bytes": [2, 2]}, 'field "choice_bytes" must hold one count per choice (4), got [2, 2]'),
+        ({"choice_logprobs": ["a", 1, 2, 3]}, 'field "choice_logprobs" must be a list of numbers or null, got list'),
+        ({"choice_logprobs": None}, 'field "choice_logprobs" is null but the record has no "error"'),
+        ({"choice_logprobs": []}, 'field "choice_logprobs" must hold 1 to 10 numbers'),
+    ],
+)
+def test_malformed_loglikelihood_record_is_one_line(tmp_path, change, message):
+    good = loglik_record([-2.0, -1.0, -3.0, -4.0], [2, 2, 2, 2])
+    src = tmp_path / "gen.jsonl"
+    write_jsonl(src, [good, {**good, "id": "mmlu/y", **change}])
+    out_path = tmp_path / "out.jsonl"
+    out = run_cmd(["eval-score", str(src), "-o", str(out_path)])
+    assert out.returncode == 1
+    assert out.stderr.decode().strip().splitlines()[-1] == f"eval-score: error: {src}:2: {message}"
+
+
+def test_aggregate_reports_acc_and_acc_norm_in_every_format(tmp_path):
+    recs = [
+        loglik_record([-2.0, -1.0, -3.0, -4.0], [2, 2, 2, 2], id=f"mmlu/{i}", model="m", dataset="mmlu")
+        if i % 2 else
+        loglik_record([-3.0, -2.0, -9.0, -9.0], [6, 2, 2, 2], label="A", id=f"mmlu/{i}", model="m", dataset="mmlu")
+        for i in range(10)
+    ]
+    src = tmp_path / "gen.jsonl"
+    write_jsonl(src, recs)
+    scored = run_cmd(["eval-score", str(src)])
+    assert scored.returncode == 0
+    (tmp_path / "scored.jsonl").write_bytes(scored.stdout)
+    out = run_cmd(["eval-aggregate", str(tmp_path / "scored.jsonl")])
+    metrics = {m["metric"]: m for m in map(orjson.loads, out.stdout.splitlines())}
+    assert metrics["acc"]["value"] == 0.5 and metrics["acc_norm"]["value"] == 1.0
+    assert metrics["acc"]["n_samples"] == 10 and metrics["acc_norm"]["counts"]["pass"] == 10
+    assert metrics["acc"]["ci_low"] < 0.5 < metrics["acc"]["ci_high"]
+    table = run_cmd(["eval-aggregate", str(tmp_path / "scored.jsonl"), "--format", "table"]).stdout.decode()
+    assert re.search(r"mmlu\s+acc_norm\s+1\.0000", table) and re.search(r"mmlu\s+acc\s+0\.5000", table)
+    csv = run_cmd(["eval-aggregate", str(tmp_path / "scored.jsonl"), "--format", "csv"]).stdout.decode()
+    assert ",acc," in csv and ",acc_norm," in csv
+    db = tmp_path / "r.db"
+    assert run_cmd(["eval-aggregate", str(tmp_path / "scored.jsonl"), "--format", "sqlite", "-o", str(db)]).returncode == 0
+    import sqlite3
+
+    names = {r[0] for r in sqlite3.connect(db).execute("select metric from metrics")}
+    assert {"acc", "acc_norm"} <= names

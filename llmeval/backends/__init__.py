@@ -74,6 +74,28 @@ class Request:
 
 
 @dataclass
+class LoglikRequest:
+    """Score each continuation's log-likelihood after the prompt (multiple choice, lm-eval's way)."""
+
+    prompt: str | None
+    messages: list[dict[str, Any]] | None
+    continuations: list[str]
+    tag: Any = None  # the caller's handle, returned in the LoglikResult
+
+
+@dataclass
+class LoglikResult:
+    """Per continuation, in order: summed log-probability, token count, greedy or not."""
+
+    request: LoglikRequest
+    logprobs: list[float] | None
+    tokens: list[int] | None
+    greedy: list[bool] | None
+    prompt_tokens: int | None = None
+    error: str | None = None
+
+
+@dataclass
 class Completion:
     request: Request
     sample: int
@@ -128,6 +150,55 @@ def prompt_token_ids(tok: Any, req: Request) -> list[int]:
     if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
         ids = ids[1:]
     return ids
+
+
+def context_text(tok: Any, req: LoglikRequest) -> tuple[str, bool]:
+    """The context as text, and whether encoding it adds the tokenizer's special tokens.
+
+    A plain prompt is encoded with the tokenizer's default (a BOS for Gemma,
+    Llama), as :func:`prompt_token_ids` and lm-eval's ``HFLM.tok_encode`` do
+    (lm_eval/models/huggingface.py: ``add_bos_token`` unset = the tokenizer's
+    default; no second BOS when the text starts with one). A chat prompt is
+    the template rendered as text, which writes its own BOS.
+    """
+    if req.messages is not None:
+        if not getattr(tok, "chat_template", None):
+            raise PromptError(
+                "the model has no chat template; resolve without --chat for completion-style prompts"
+            )
+        rendered = tok.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
+        if not isinstance(rendered, str):
+            raise PromptError("the chat template did not render to text")
+        return rendered, False
+    text = req.prompt or ""
+    bos = getattr(tok, "bos_token", None)
+    return text, not (isinstance(bos, str) and bos and text.startswith(bos))
+
+
+def continuation_token_ids(tok: Any, req: LoglikRequest) -> tuple[list[int], list[list[int]]]:
+    """The context's ids and each continuation's ids, split as lm-eval splits them.
+
+    lm-eval's ``TemplateLM._encode_pair`` (lm_eval/api/model.py): trailing
+    whitespace of the context moves to the front of the continuation; the
+    context and the context + continuation are encoded whole, and the
+    continuation's ids are the tail of the whole beyond the context's length
+    (so a token that merges across the boundary is scored with the
+    continuation). The model is then fed ``(context + continuation)[:-1]``.
+    """
+    text, special = context_text(tok, req)
+    if not text:
+        raise PromptError("empty prompt: a log-likelihood needs a context")
+    stripped = text.rstrip()
+    spaces = text[len(stripped) :]
+    context = list(tok.encode(stripped, add_special_tokens=special))
+    conts = []
+    for c in req.continuations:
+        whole = list(tok.encode(stripped + spaces + c, add_special_tokens=special))
+        tail = whole[len(context) :]
+        if not tail:
+            raise PromptError(f"continuation {c!r} encodes to no tokens after the context")
+        conts.append(tail)
+    return context, conts
 
 
 def check_length(ids: list[int], max_tokens: int, max_len: int) -> None:
@@ -204,6 +275,14 @@ class Backend:
 
     def generate(self, requests: list[Request]) -> Iterator[Completion]:
         raise NotImplementedError
+
+    def loglikelihood(self, requests: list[LoglikRequest]) -> Iterator[LoglikResult]:
+        """One LoglikResult per request (any order); a backend that cannot, says so once."""
+        raise StageError(
+            f"the {self.name} backend cannot score log-likelihoods (--loglikelihood): "
+            "use --backend hf, vllm or openai"
+        )
+        yield  # pragma: no cover
 
     def close(self) -> None:
         """Release the model (GPU memory, threads, connections)."""

@@ -30,9 +30,12 @@ from typing import Any
 from llmeval.backends import (
     Backend,
     Completion,
+    LoglikRequest,
+    LoglikResult,
     PromptError,
     Request,
     check_length,
+    continuation_token_ids,
     failed,
     prompt_token_ids,
     truncate_at_stop,
@@ -260,6 +263,106 @@ class HFBackend(Backend):
             finish = "stop" if hit_eos or hit_stop else "length"
             for s in samples:
                 yield Completion(req, s, text, finish, len(ids), n_tokens)
+
+
+    # ------------------------------------------------------------------ log-likelihood
+
+    def loglikelihood(self, requests: list[LoglikRequest]) -> Iterator[LoglikResult]:
+        """Sum of each continuation's token log-probs after the context (lm-eval's ``loglikelihood``).
+
+        One row per distinct model input ``(context + continuation)[:-1]``:
+        continuations of one token (" A".." D") share the context's row, so an
+        MMLU question is one forward pass, not four. Rows are sorted by length
+        and run ``engine.batch_size`` at a time, left-padded with the attention
+        mask and explicit position ids, so padding changes no number; only the
+        last positions' logits are computed (``logits_to_keep``) and turned
+        into float32 log-softmax. A request whose input is longer than the
+        model's context is an error (lm-eval would cut its left end silently).
+        """
+        self._load()
+        # row input (tuple of ids) -> list of (request index, choice index, continuation ids)
+        rows: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}
+        results: dict[int, LoglikResult] = {}
+        todo: dict[int, int] = {}
+        per_request: dict[int, tuple[list[float], list[int], list[bool]]] = {}
+        for i, req in enumerate(requests):
+            try:
+                context, conts = continuation_token_ids(self._tok, req)
+                longest = len(context) + max(len(c) for c in conts) - 1
+                if longest > self._max_len:
+                    raise PromptError(
+                        f"prompt too long: {longest} tokens > max_model_len {self._max_len}",
+                        len(context),
+                    )
+            except PromptError as exc:
+                results[i] = LoglikResult(req, None, None, None, exc.prompt_tokens, str(exc))
+                continue
+            n = len(conts)
+            per_request[i] = ([0.0] * n, [len(c) for c in conts], [False] * n)
+            results[i] = LoglikResult(req, None, None, None, len(context))
+            todo[i] = n
+            for j, cont in enumerate(conts):
+                rows.setdefault(tuple(context + cont[:-1]), []).append((i, j, cont))
+        ordered = sorted(rows.items(), key=lambda r: -len(r[0]))
+        batch_size = int(self.engine["batch_size"])
+        for b in range(0, len(ordered), batch_size):
+            batch = ordered[b : b + batch_size]
+            try:
+                scored = self._score_rows([list(r[0]) for r in batch], [r[1] for r in batch])
+            except Exception:  # one bad batch must not end the run: its rows one by one
+                scored = []
+                for row in batch:
+                    try:
+                        scored += self._score_rows([list(row[0])], [row[1]])
+                    except Exception as one_exc:
+                        for i, _, _ in row[1]:
+                            results[i].error = (
+                                f"log-likelihood failed: {type(one_exc).__name__}: {one_exc}"
+                            )
+            for i, j, logprob, greedy in scored:
+                per_request[i][0][j] = logprob
+                per_request[i][2][j] = greedy
+            self.tick({"phase": "log-likelihood", "rows": min(b + batch_size, len(ordered))})
+        for i in range(len(requests)):
+            res = results[i]
+            if res.error is None and i in per_request:
+                res.logprobs, res.tokens, res.greedy = per_request[i]
+            yield res
+
+    def _score_rows(
+        self, inputs: list[list[int]], targets: list[list[tuple[int, int, list[int]]]]
+    ) -> list[tuple[int, int, float, bool]]:
+        """One forward pass over ``inputs``: (request, choice, summed log-prob, greedy) per target."""
+        torch = self._torch
+        width = max(len(r) for r in inputs)
+        keep = max(len(c) for tg in targets for _, _, c in tg)
+        pad = self._pad
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in inputs], device=self._device)
+        mask = torch.tensor(
+            [[0] * (width - len(r)) + [1] * len(r) for r in inputs], device=self._device
+        )
+        # Left padding moves a row's tokens right: positions must count real tokens only.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            try:
+                out = self._model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                )
+            except TypeError:  # a model class without logits_to_keep: every position
+                out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions)
+            logits = out.logits[:, -keep:, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            greedy_ids = logprobs.argmax(dim=-1)
+        scored = []
+        for row, tg in enumerate(targets):
+            for i, j, cont in tg:
+                k = len(cont)
+                span = logprobs[row, keep - k :, :]
+                want = torch.tensor(cont, device=span.device)
+                total = span.gather(-1, want.unsqueeze(-1)).squeeze(-1).sum().item()
+                greedy = bool((greedy_ids[row, keep - k :] == want).all().item())
+                scored.append((i, j, float(total), greedy))
+        return scored
 
 
 class _Ticker:

@@ -27,11 +27,21 @@ from typing import Any
 
 import orjson
 
-from llmeval.backends import Backend, Completion, Request, truncate_at_stop
+from llmeval.backends import (
+    Backend,
+    Completion,
+    LoglikRequest,
+    LoglikResult,
+    Request,
+    truncate_at_stop,
+)
 from llmeval.errors import StageError
 from llmeval.models import ModelRef
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# Answers that say the server does not do what a log-likelihood needs (no /completions,
+# echo or logprobs refused): the same for every record, so the run stops with one line.
+REFUSAL_STATUS = {400, 404, 405, 422, 501}
 
 
 class HTTPFailure(Exception):
@@ -189,6 +199,126 @@ class OpenAIBackend(Backend):
             )
             for s in samples
         ]
+
+    # ------------------------------------------------------------------ log-likelihood
+
+    def loglikelihood(self, requests: list[LoglikRequest]) -> Iterator[LoglikResult]:
+        """Each continuation's log-likelihood from ``/completions`` with ``echo``.
+
+        One request per (prompt, choice): ``prompt`` = context + continuation,
+        ``echo: true, logprobs: 1, max_tokens: 1, temperature: 0`` (what
+        lm-eval's ``local-completions`` sends: lm_eval/models/openai_completions.py;
+        ``max_tokens: 0`` would do, but llama.cpp's server reads 0 as "until
+        the context is full"). The continuation's tokens are the echoed ones
+        from the one that ends past the context (``text_offset``) to the end of
+        the prompt, so a token that straddles the boundary counts with the
+        continuation, as lm-eval's split does. A server that cannot do this
+        (chat-only, no echo, no logprobs) stops the run with one line: it would
+        fail every record the same way. Chat records are errors: the server's
+        chat template is not known here, so the context cannot be rebuilt.
+        """
+        jobs = []
+        results: dict[int, LoglikResult] = {}
+        for i, req in enumerate(requests):
+            if req.messages is not None:
+                results[i] = LoglikResult(
+                    req, None, None, None, None,
+                    "chat records cannot be scored by log-likelihood on the openai backend "
+                    "(the server's chat template is unknown here): resolve without --chat",
+                )
+                continue
+            n = len(req.continuations)
+            results[i] = LoglikResult(req, [0.0] * n, [0] * n, [False] * n)
+            jobs += [(i, j) for j in range(n)]
+
+        def one(job: tuple[int, int]) -> tuple[int, int, tuple[float, int, bool, int] | str]:
+            i, j = job
+            req = requests[i]
+            try:
+                return i, j, self._echo_logprob(req.prompt or "", req.continuations[j])
+            except HTTPFailure as exc:
+                return i, j, str(exc)
+
+        with ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="llmeval-openai"
+        ) as pool:
+            try:
+                answers = list(self._in_order(pool, one, jobs))
+            except StageError:
+                pool.shutdown(wait=True, cancel_futures=True)  # the rest would be refused too
+                raise
+            for i, j, got in answers:
+                res = results[i]
+                if isinstance(got, str):
+                    res.error = res.error or got
+                elif res.logprobs is not None and res.tokens is not None and res.greedy is not None:
+                    res.logprobs[j], res.tokens[j], res.greedy[j], res.prompt_tokens = got
+                self.tick({"phase": "log-likelihood"})
+        self.facts.update(requests_sent=self.requests_sent, retries=self.retried)
+        for i in range(len(requests)):
+            res = results[i]
+            if res.error:
+                res.logprobs = res.tokens = res.greedy = None
+            yield res
+
+    def _in_order(self, pool: ThreadPoolExecutor, fn: Any, jobs: list[Any]) -> Iterator[Any]:
+        for fut in [pool.submit(fn, job) for job in jobs]:
+            yield fut.result()
+
+    def _echo_logprob(self, prompt: str, continuation: str) -> tuple[float, int, bool, int]:
+        """(log-likelihood, tokens, greedy, context tokens) of ``continuation`` after ``prompt``."""
+        context = prompt.rstrip()
+        text = prompt + continuation
+        url = f"{self.base}/completions"
+        body = {
+            "model": self.model.name,
+            "prompt": text,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": 1,
+            **self.extra,
+        }
+        try:
+            reply = self._post(url, body)
+        except HTTPFailure as exc:
+            status = str(exc).split(" ", 2)[1] if str(exc).startswith("HTTP ") else ""
+            code = int(status) if status.isdigit() else 0
+            # No such endpoint, or a request refused for its echo / logprobs (a 400 about
+            # something else, a prompt too long, stays with its record).
+            if code in REFUSAL_STATUS and (
+                code not in (400, 422) or any(w in str(exc).lower() for w in ("echo", "logprob"))
+            ):
+                raise self._cannot(str(exc)) from None
+            raise
+        choices = [c for c in (reply.get("choices") or []) if isinstance(c, dict)]
+        lp = (choices[0].get("logprobs") if choices else None) or {}
+        tokens, logprobs = lp.get("tokens"), lp.get("token_logprobs")
+        offsets, tops = lp.get("text_offset"), lp.get("top_logprobs") or []
+        if not (isinstance(tokens, list) and isinstance(logprobs, list) and isinstance(offsets, list)):
+            raise self._cannot("its reply has no logprobs.tokens, token_logprobs and text_offset")
+        if not str(choices[0].get("text") or "").startswith(text) or not offsets:
+            raise self._cannot("it did not echo the prompt")
+        ends = [*offsets[1:], len(text)]
+        picked = [
+            k for k, (start, end) in enumerate(zip(offsets, ends))
+            if end > len(context) and start < len(text)
+        ]
+        if not picked or any(logprobs[k] is None for k in picked):
+            raise self._cannot("it gave no log-probabilities for the echoed prompt tokens")
+        total = float(sum(logprobs[k] for k in picked))
+        greedy = all(
+            isinstance(tops[k] if k < len(tops) else None, dict)
+            and logprobs[k] >= max(tops[k].values()) - 1e-6
+            for k in picked
+        )
+        return total, len(picked), greedy, picked[0]
+
+    def _cannot(self, why: str) -> StageError:
+        return StageError(
+            f"the server at {self.base} cannot score log-likelihoods: {why}; --loglikelihood needs "
+            "/completions with echo and logprobs (vLLM's and llama.cpp's servers have them)"
+        )
 
     def _jobs(self, requests: list[Request]) -> Iterator[tuple[Request, list[int], int | None]]:
         for req in requests:

@@ -60,9 +60,12 @@ from typing import Any
 from llmeval.backends import (
     Backend,
     Completion,
+    LoglikRequest,
+    LoglikResult,
     PromptError,
     Request,
     check_length,
+    continuation_token_ids,
     failed,
     prompt_token_ids,
 )
@@ -348,6 +351,81 @@ class VLLMBackend(Backend):
         for job, out in zip(jobs, outputs):
             yield from self._completions(job, out)
 
+    # ------------------------------------------------------------------ log-likelihood
+
+    # One alternative per position beside the prompt token: its rank says whether the
+    # continuation is greedy. vLLM refuses more than EngineArgs.max_logprobs (20 by default;
+    # vllm/v1/engine/processor.py, Processor._validate_logprobs), and lm-eval asks for 1 too
+    # (lm_eval/models/vllm_causallms.py, VLLM._loglikelihood_tokens).
+    PROMPT_LOGPROBS = 1
+
+    def loglikelihood(self, requests: list[LoglikRequest]) -> Iterator[LoglikResult]:
+        """Each continuation's log-likelihood from vLLM's prompt logprobs.
+
+        One request per (prompt, choice): ``TokensPrompt`` of context +
+        continuation ids (split as lm-eval splits them), ``SamplingParams(
+        max_tokens=1, temperature=0, prompt_logprobs=1, detokenize=False)``.
+        ``RequestOutput.prompt_logprobs`` holds one entry per prompt token:
+        None for the first, then a dict ``{token_id: Logprob}`` with the prompt
+        token's own entry (vllm/outputs.py; vllm/v1/engine/logprobs.py,
+        ``LogprobsProcessor._update_prompt_logprobs``). The continuation's
+        log-likelihood is the sum of its tokens' entries; it is greedy when each
+        has rank 1. (vLLM V1 does not read the prefix cache for requests that
+        want prompt logprobs: vllm/v1/core/kv_cache_manager.py,
+        ``KVCacheManager.get_computed_blocks``.)
+        """
+        self._load()
+        jobs: list[tuple[int, int, list[int], int]] = []  # request, choice, prompt ids, context length
+        results: dict[int, LoglikResult] = {}
+        for i, req in enumerate(requests):
+            try:
+                context, conts = continuation_token_ids(self._tok, req)
+                check_length(context + max(conts, key=len), 1, self._max_len)
+            except PromptError as exc:
+                results[i] = LoglikResult(req, None, None, None, exc.prompt_tokens, str(exc))
+                continue
+            results[i] = LoglikResult(req, [0.0] * len(conts), [len(c) for c in conts],
+                                      [False] * len(conts), len(context))
+            jobs += [(i, j, context + cont, len(context)) for j, cont in enumerate(conts)]
+        try:
+            params = self._vllm.SamplingParams(
+                max_tokens=1, temperature=0.0, prompt_logprobs=self.PROMPT_LOGPROBS, detokenize=False
+            )
+        except Exception as exc:
+            raise StageError(f"vLLM refused the log-likelihood settings: {exc}") from None
+        outputs: list[Any] | None = None
+        if jobs:
+            try:
+                with self.keepalive("log-likelihood"):
+                    outputs = self._llm.generate(
+                        [{"prompt_token_ids": ids} for _, _, ids, _ in jobs], params, use_tqdm=False
+                    )
+                if len(outputs) != len(jobs):
+                    raise RuntimeError(f"{len(outputs)} outputs for {len(jobs)} prompts")
+            except Exception as exc:
+                self._dead_check(exc)
+                outputs = None
+        for n, (i, j, ids, ctx_len) in enumerate(jobs):
+            res = results[i]
+            if res.error:
+                continue
+            try:
+                if outputs is not None:
+                    out = outputs[n]
+                else:  # the batch failed: this prompt alone, so the failure stays with its request
+                    with self.keepalive("isolating a failure"):
+                        outs = self._llm.generate([{"prompt_token_ids": ids}], params, use_tqdm=False)
+                    out = next(o for o in outs if list(o.prompt_token_ids or []) == ids)
+                res.logprobs[j], res.greedy[j] = _continuation_logprob(out, ids, ctx_len)  # type: ignore[index]
+            except Exception as exc:
+                self._dead_check(exc)
+                res.error = f"vLLM log-likelihood failed: {type(exc).__name__}: {exc}"
+        for i in range(len(requests)):
+            res = results[i]
+            if res.error:
+                res.logprobs = res.tokens = res.greedy = None
+            yield res
+
     # ------------------------------------------------------------------ outputs and figures
 
     def _failed(self, job: _Job, error: str) -> Iterator[Completion]:
@@ -400,6 +478,29 @@ class VLLMBackend(Backend):
     def close(self) -> None:
         self._llm = None
         self._engine = None
+
+
+def _continuation_logprob(out: Any, ids: list[int], ctx_len: int) -> tuple[float, bool]:
+    """Sum of the prompt logprobs of ``ids[ctx_len:]``, and whether each was the argmax."""
+    if list(out.prompt_token_ids or []) != ids:
+        raise RuntimeError("the output is for another prompt")
+    entries = out.prompt_logprobs
+    if entries is None or len(entries) != len(ids):
+        raise RuntimeError("no prompt logprobs in the output")
+    total, greedy = 0.0, True
+    for pos in range(ctx_len, len(ids)):
+        entry = entries[pos]
+        if entry is None or ids[pos] not in entry:
+            raise RuntimeError(f"no logprob for prompt token {pos}")
+        lp = entry[ids[pos]]
+        value = float(getattr(lp, "logprob", lp))  # a Logprob; a float in some releases
+        total += value
+        rank = getattr(lp, "rank", None)
+        if rank is not None:
+            greedy = greedy and rank == 1
+        else:
+            greedy = greedy and value >= max(float(getattr(v, "logprob", v)) for v in entry.values())
+    return total, greedy
 
 
 def _quiet(fn: Callable[[], Any]) -> Any:

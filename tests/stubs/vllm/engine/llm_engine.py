@@ -23,6 +23,7 @@ from typing import Any
 
 from vllm.engine.arg_utils import EngineArgs
 from vllm.logger import logger
+from vllm.logprobs import Logprob
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.sampling_params import _SAMPLING_EPS, RequestOutputKind, SamplingParams
 from vllm.v1.engine.exceptions import EngineDeadError
@@ -309,6 +310,16 @@ class LLMEngine:
                 f"length of {self.model_config.max_model_len}. Make sure that `max_model_len` "
                 "is no smaller than the number of text tokens."
             )
+        # vllm/v1/engine/processor.py, Processor._validate_logprobs: at most max_logprobs
+        # (EngineArgs.max_logprobs, 20 by default; -1 = the vocabulary) per position.
+        limit = self.args.max_logprobs if self.args.max_logprobs != -1 else self.max_token_id + 1
+        for what, asked in (("sample", params.logprobs), ("prompt", params.prompt_logprobs)):
+            if asked:
+                n = self.max_token_id + 1 if asked == -1 else asked
+                if n > limit:
+                    raise ValueError(
+                        f"Requested {what} logprobs of {n}, which is greater than max allowed: {limit}"
+                    )
         params = params.clone()  # the engine keeps its own copy
         self.added.append((request_id, prompt, params))
         req = _Request(
@@ -412,9 +423,43 @@ class LLMEngine:
             )
             for s in req.seqs
         ]
+        prompt_logprobs = None
+        if req.params.prompt_logprobs is not None and req.finished:
+            prompt_logprobs = self.prompt_logprobs(req.prompt_ids, req.params.prompt_logprobs)
         return RequestOutput(
-            req.request_id, req.prompt, list(req.prompt_ids), None, outs, req.finished
+            req.request_id, req.prompt, list(req.prompt_ids), prompt_logprobs, outs, req.finished
         )
+
+    # ------------------------------------------------------------------ prompt logprobs
+
+    def token_logprob(self, prefix: list[int], token: int) -> float:
+        """The double's log-probability of ``token`` after ``prefix``: a function of both only.
+
+        Not a normalised distribution (the double has no model); what matters to a
+        caller is where each number sits, and that it depends on the prefix."""
+        h = hashlib.sha256(f"{prefix}|{token}".encode()).digest()
+        return -0.05 - int.from_bytes(h[:4], "big") % 100000 / 10000.0
+
+    def prompt_logprobs(self, ids: list[int], k: int) -> list[dict[int, Logprob] | None]:
+        """What ``RequestOutput.prompt_logprobs`` holds (vllm/v1/engine/logprobs.py,
+        ``LogprobsProcessor._update_prompt_logprobs``): None for the first prompt token (nothing
+        precedes it), then per position a dict of the prompt token's Logprob (with its rank)
+        and the ``k`` most likely tokens' (``k`` = 0: the prompt token's only)."""
+        out: list[dict[int, Logprob] | None] = [None]
+        for i in range(1, len(ids)):
+            prefix, actual = ids[:i], ids[i]
+            pool = sorted(
+                {*self._vocab, actual}, key=lambda t: (-self.token_logprob(prefix, t), t)
+            )
+            ranks = {t: r + 1 for r, t in enumerate(pool)}
+            top = pool[: (len(pool) if k == -1 else k)]
+            out.append(
+                {
+                    t: Logprob(self.token_logprob(prefix, t), ranks[t], None)
+                    for t in [actual, *top]
+                }
+            )
+        return out
 
     def get_metrics(self) -> list[Any]:
         # vllm/v1/engine/llm_engine.py, LLMEngine.get_metrics: a snapshot of the Prometheus
