@@ -268,6 +268,31 @@ def test_a_failing_request_is_isolated(vllm_standin, tmp_path):
     assert not be._engine.has_unfinished_requests()
 
 
+
+def test_a_failing_request_costs_a_few_batched_rounds_not_one_by_one(vllm_standin, tmp_path, monkeypatch):
+    """After a failed step the requests go back in together and the set is halved on each
+    failure: the healthy ones still run batched (vLLM's throughput), the bad one ends alone."""
+    be = backend(model_folder(tmp_path))
+    vllm_standin.LLM.fail_on = "poison"
+    recs = [{"id": str(i), "prompt": f"fine prompt {i}"} for i in range(15)]
+    recs.insert(5, {"id": "bad", "prompt": "poison pill"})
+    from vllm.engine.llm_engine import LLMEngine
+
+    together, real_step = [], LLMEngine.step
+
+    def step(engine):
+        together.append(engine.get_num_unfinished_requests())
+        return real_step(engine)
+
+    monkeypatch.setattr(LLMEngine, "step", step)
+    out = {r["id"]: r for r in generate(numbered(recs), be, Settings(0.0, 1.0, 16, 1, 7, 64), run_id="r", preset_name="base")}
+    assert out["bad"]["error"] == "vLLM generate failed: RuntimeError: stand-in engine failure"
+    assert all(out[str(i)]["completion"] and out[str(i)]["error"] is None for i in range(15))
+    assert together[0] == 16 and together[1] == 16  # the first step failed; all went back in
+    assert max(together[2:]) >= 8  # then a half of them, batched, never one by one
+    assert not be._engine.has_unfinished_requests()
+
+
 def test_a_dead_engine_stops_the_run_with_one_line(vllm_standin, tmp_path):
     folder = model_folder(tmp_path)
     src = prompts_file(tmp_path, [{"id": "a", "prompt": "fine"}, {"id": "b", "prompt": "fatal input"}])

@@ -281,36 +281,53 @@ class VLLMBackend(Backend):
         return next((k for k in inflight if rid.startswith(k + "-")), None)
 
     def _isolate(self, inflight: dict[str, _Job], exc: Exception) -> Iterator[Completion]:
-        """A step raised: abort what is in flight, then run it one request at a time."""
+        """A step raised: abort what is in flight and run it again, together, then by halves
+        when a step fails again (:meth:`_retry`)."""
         self._dead_check(exc)
-        self.log(f"vllm: a step failed ({type(exc).__name__}: {exc}); retrying {len(inflight)} requests one by one")
+        self.log(
+            f"vllm: a step failed ({type(exc).__name__}: {exc}); "
+            f"retrying its {len(inflight)} requests, halving the set on each failure"
+        )
         try:
             self._engine.abort_request(list(inflight))
         except Exception as abort_exc:
             self._dead_check(abort_exc)
-        for job in list(inflight.values()):
-            rid = f"llmeval-{next(_ids)}"
-            try:
+        yield from self._retry(list(inflight.values()))
+
+    def _retry(self, jobs: list[_Job]) -> Iterator[Completion]:
+        """Run ``jobs`` in the engine at once; if a step fails, keep what finished and retry
+        the rest in two halves. A request that fails alone is an error record, and one bad
+        request costs a few rounds (log2 of the batch), not the batch's throughput."""
+        pending = {f"llmeval-{next(_ids)}": job for job in jobs}
+        try:
+            for rid, job in list(pending.items()):
                 self._add(rid, job)
-                out = None
-                while out is None and self._engine.has_unfinished_requests():
-                    for o in self._engine.step():
-                        if getattr(o, "finished", False) and self._match(o, {rid: job}):
-                            out = o
-                    self.tick({"phase": "isolating a failure"})
-                if out is None:
-                    raise RuntimeError("no output")
-            except Exception as one_exc:
-                self._dead_check(one_exc)
-                try:
-                    self._engine.abort_request([rid])
-                except Exception:
-                    pass
+            while pending:
+                finished = []
+                for o in self._engine.step():
+                    done = self._match(o, pending) if getattr(o, "finished", False) else None
+                    if done is not None:
+                        finished.append((pending.pop(done), o))
+                for job, o in finished:
+                    yield from self._completions(job, o)
+                self.tick({"phase": "retrying after a failed step", "unfinished": len(pending)})
+                if pending and not self._engine.has_unfinished_requests():
+                    raise RuntimeError("vLLM finished without an output for this request")
+        except Exception as exc:
+            self._dead_check(exc)
+            try:
+                self._engine.abort_request(list(pending))
+            except Exception:
+                pass
+            left = list(pending.values())
+            if len(left) == 1:
                 yield from self._failed(
-                    job, f"vLLM generate failed: {type(one_exc).__name__}: {one_exc}"
+                    left[0], f"vLLM generate failed: {type(exc).__name__}: {exc}"
                 )
-            else:
-                yield from self._completions(job, out)
+            elif left:
+                half = len(left) // 2
+                yield from self._retry(left[:half])
+                yield from self._retry(left[half:])
 
     def _dead_check(self, exc: Exception) -> None:
         if type(exc).__name__ == "EngineDeadError":
