@@ -73,6 +73,7 @@ TOP_KEYS = {
     "data_dirs",
     "chat",
     "system_prompt",
+    "loglikelihood",
     "engine",
     "models",
     "slurm",
@@ -90,6 +91,7 @@ MODEL_KEYS = {
     "base_url",
     "max_model_len",
     "system_prompt",
+    "loglikelihood",
     "engine",
     "slurm",
     *SAMPLING,
@@ -127,6 +129,9 @@ class ModelEntry:
     max_model_len: int | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     system_prompt: str | None = None
+    # Datasets this model scores by log-likelihood (``loglikelihood = true``: those whose
+    # spec ranks choices by log-likelihood; generation on the others).
+    loglikelihood: frozenset[str] = frozenset()
     engine_flags: list[str] = field(default_factory=list)  # --engine KEY=VALUE for eval-generate
     slurm: dict[str, Any] = field(default_factory=dict)  # this model's own SLURM requests
 
@@ -184,6 +189,7 @@ KEY_TYPES: dict[str, type] = {
     "base_url": str,
     "system_prompt": str,
     "chat": bool,
+    "loglikelihood": bool,
     "limit": int,
     "datasets": list,
     "categories": list,
@@ -305,6 +311,13 @@ def load_campaign(path: str, output: str | None = None) -> Campaign:
                 max_model_len=m.get("max_model_len", engine_table.get("max_model_len")),
                 sampling=sampling,
                 system_prompt=m.get("system_prompt", data.get("system_prompt")) or None,
+                loglikelihood=frozenset(
+                    d
+                    for d in datasets
+                    if m.get("loglikelihood", data.get("loglikelihood", False))
+                    and (spec := REGISTRY.get(d)) is not None
+                    and spec.loglikelihood
+                ),
                 engine_flags=top_engine + model_flags,
                 slurm=dict(m.get("slurm", {})),
             )
@@ -466,6 +479,8 @@ def commands(
         cmd += ["--base-url", m.base_url]
     for flag in m.engine_flags:
         cmd += ["--engine", flag]
+    if s.dataset in m.loglikelihood:
+        cmd += ["--loglikelihood"]
     for k in SAMPLING:
         if k in m.sampling:
             cmd += ["-n" if k == "n" else f"--{k.replace('_', '-')}", str(m.sampling[k])]
@@ -856,6 +871,7 @@ def _main(args: Any) -> int:
                             "resources": model_resources(c, m),
                             "generate_flags": [
                                 *(a for f in m.engine_flags for a in ("--engine", f)),
+                                *(["--loglikelihood"] if d in m.loglikelihood else []),
                             ],
                             "gen": str(c.file(m.label, d, "generate")),
                             "scored": str(c.file(m.label, d, "score")),

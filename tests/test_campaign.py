@@ -660,9 +660,28 @@ def test_biomedical_campaign_end_to_end(real_model, tmp_path, monkeypatch):
             assert all(r["prompt"].startswith(system + "\n\n") for r in gen)
             plain = {r["id"]: r["prompt"] for r in records(c.prompts(ds))}
             assert all(r["prompt"] == system + "\n\n" + plain[r["id"]] for r in gen)
+        ll = c.model(label).loglikelihood
+        assert ll == (
+            frozenset(ds for m, ds in pairs if m == "gemma3-270m")
+            if label == "gemma3-270m"
+            else frozenset()
+        )
+        if ds in ll:  # scored by the log-likelihood of each choice, not by generated text
+            assert all(
+                r["finish_reason"] == "loglikelihood" and len(r["choice_logprobs"]) >= 3
+                for r in gen
+            )
+        else:
+            assert all(r["completion"] is not None and "choice_logprobs" not in r for r in gen)
     summary = records(root / "summary.jsonl")
     metrics = {(r["model"], r["dataset"]) for r in summary if r["type"] == "metric"}
     assert metrics == pairs
+    acc = {
+        (r["model"], r["dataset"])
+        for r in summary
+        if r["type"] == "metric" and r["metric"] in ("acc", "acc_norm")
+    }
+    assert acc == {p for p in pairs if p[0] == "gemma3-270m"}
     assert "gemma3-270m-exam" in (root / "report.html").read_text()
 
 
@@ -685,3 +704,37 @@ def test_a_mistyped_campaign_key_is_one_line(tmp_path, body, line):
     out = run_cmd(["eval-campaign", "plan", str(camp)])
     assert out.returncode == 1 and out.stdout == b""
     assert out.stderr.decode().splitlines() == [f"eval-campaign: error: {camp}: {line}"]
+
+
+def test_loglikelihood_reaches_the_datasets_that_rank_choices(tmp_path, monkeypatch):
+    camp = tmp_path / "c.toml"
+    camp.write_text(
+        f"""
+datasets = ["mmlu", "gsm8k", "pubmedqa"]
+data_dirs = ["{FIXTURES}"]
+loglikelihood = true
+[[models]]
+label = "ll"
+model = "org/ll"
+[[models]]
+label = "gen"
+model = "org/gen"
+loglikelihood = false
+"""
+    )
+    c = load_campaign(str(camp), str(tmp_path))
+    assert c.model("ll").loglikelihood == {"mmlu", "pubmedqa"}  # gsm8k is generated
+    assert c.model("gen").loglikelihood == frozenset()
+    got = {
+        (label, ds): "--loglikelihood" in capture_generate(c, label, ds, monkeypatch)
+        for label in ("ll", "gen")
+        for ds in ("mmlu", "gsm8k", "pubmedqa")
+    }
+    assert got == {
+        ("ll", "mmlu"): True,
+        ("ll", "gsm8k"): False,
+        ("ll", "pubmedqa"): True,
+        ("gen", "mmlu"): False,
+        ("gen", "gsm8k"): False,
+        ("gen", "pubmedqa"): False,
+    }
