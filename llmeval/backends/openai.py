@@ -125,13 +125,6 @@ class OpenAIBackend(Backend):
         self.requests_sent = 0
         self.retried = 0
 
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        d["engine"] = {k: v for k, v in d["engine"].items() if k != "api_key_env"} | {
-            "api_key_env": self.engine.get("api_key_env")
-        }
-        return d
-
     def _body(self, req: Request, n: int, seed: int | None) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model.name,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 DETAIL_MAX = 2000  # characters of a verdict's detail (the rest is cut, with a marker)
 
@@ -47,4 +46,3 @@ class Verdict:
     time_s: float = 0.0
     output: str = ""
     exit: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
