@@ -103,7 +103,8 @@ class Heartbeat:
         s["samples_per_s"] = round(s["generated"] / elapsed, 4)
         s["tokens_per_s"] = round(s["output_tokens"] / elapsed, 3)
         recent = [h for h in self.history if now - h[0] <= 60] or list(self.history)
-        if len(recent) >= 2 and recent[-1][0] > recent[0][0]:
+        # Over less than a second a "recent" rate is noise (two writes a moment apart).
+        if len(recent) >= 2 and recent[-1][0] - recent[0][0] >= 1.0:
             span = recent[-1][0] - recent[0][0]
             s["recent_samples_per_s"] = round((recent[-1][1] - recent[0][1]) / span, 4)
             s["recent_tokens_per_s"] = round((recent[-1][2] - recent[0][2]) / span, 3)
