@@ -8,7 +8,14 @@ pass/fail verdicts agree and prints both throughputs, both CPU times (the
 process trees') and the ratios. The machine may be shared: compare the ratios
 of one run, not absolute times across runs.
 
-    python bench/bench_score.py [--samples 820] [--workers 2] [--timeout 3] [--canonical]
+    python bench/bench_score.py [--samples 820] [--workers 2] [--timeout 3] [--canonical] [--floor]
+
+``--floor`` also runs the same samples, with the same number of workers, through two
+harnesses with no isolation at all, to show what any sandbox has to fit in: a minimal
+CPython fork server (one fresh ``python -S`` per worker that forks once per program,
+compiles and runs it, exits; no timeout, no output capture, no namespaces) and plain
+``exec`` in those processes with no fork. Their ratios against the official harness are
+the ceiling of a fork-per-program design in this interpreter on this machine.
 """
 
 from __future__ import annotations
@@ -40,6 +47,71 @@ def variants(problem: dict) -> list[str]:
     ]
 
 
+# A harness with nothing but the fork: one per worker, reading programs (length-prefixed)
+# on stdin and answering b"1" (passed) or b"0" on stdout. argv[1]: "fork" or "exec".
+BARE = r"""
+import gc, os, sys
+fork, rd, wr = sys.argv[1] == "fork", sys.stdin.buffer, sys.stdout.buffer
+null = os.open(os.devnull, os.O_WRONLY)
+def run(src):
+    try:
+        exec(compile(src, "<candidate>", "exec"), {"__name__": "__main__"})
+        return True
+    except BaseException:
+        return False
+for _ in range(10):
+    run("def f(x):\n    return [i * i for i in range(x)]\nassert f(3) == [0, 1, 4]\n")
+gc.collect()
+gc.freeze()
+while head := rd.read(4):
+    src = rd.read(int.from_bytes(head, "big")).decode()
+    if fork:
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os._exit(0 if run(src) else 1)
+        ok = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    else:
+        ok = run(src)
+    wr.write(b"1" if ok else b"0")
+    wr.flush()
+"""
+
+
+def bare(programs: list[str], workers: int, mode: str) -> list[bool]:
+    """Run ``programs`` through ``workers`` bare harnesses (see BARE) fed by one queue."""
+    import threading
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-S", "-c", BARE, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for _ in range(workers)
+    ]
+    free = list(procs)
+    lock = threading.Lock()
+
+    def one(src: str) -> bool:
+        with lock:
+            proc = free.pop()
+        try:
+            data = src.encode()
+            proc.stdin.write(len(data).to_bytes(4, "big") + data)  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            return proc.stdout.read(1) == b"1"  # type: ignore[union-attr]
+        finally:
+            with lock:
+                free.append(proc)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        verdicts = list(pool.map(one, programs))
+    for proc in procs:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait()
+    return verdicts
+
+
 def cpu() -> float:
     """CPU seconds of this process and of every child it has reaped (and theirs)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
@@ -58,6 +130,11 @@ def main() -> int:
         action="store_true",
         help="only canonical solutions (repeated to --samples): the harnesses' own overhead, "
         "without the wrong variants (one of which, HumanEval/75's, runs ~1.4 s of brute force)",
+    )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a bare CPython fork server and plain exec (no isolation): the ceiling",
     )
     opts = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -106,6 +183,17 @@ def main() -> int:
             check=True,
         )
         t_ours, c_ours = time.perf_counter() - t, cpu() - c
+        floors = []
+        if opts.floor:
+            programs = [  # the program check_correctness runs
+                problems[tid]["prompt"] + completion + "\n" + problems[tid]["test"] + "\n"
+                + f"check({problems[tid]['entry_point']})"
+                for tid, completion in samples
+            ]  # fmt: skip
+            for mode, label in (("fork", "bare fork server, no isolation"), ("exec", "plain exec, no fork")):
+                t, c = time.perf_counter(), cpu()
+                verdicts = bare(programs, opts.workers, mode)
+                floors.append((label, time.perf_counter() - t, cpu() - c, verdicts))
     ours = [orjson.loads(x)["score"]["status"] == "pass" for x in out.stdout.splitlines()]
     agree = sum(o["passed"] == p for o, p in zip(official, ours))
     n = len(samples)
@@ -125,6 +213,12 @@ def main() -> int:
         f"ratio: {t_official / t_ours:.1f}x (CPU: {c_official / c_ours:.1f}x); "
         f"verdicts agree on {agree}/{n}"
     )
+    for label, t_bare, c_bare, verdicts in floors:
+        same = sum(o["passed"] == v for o, v in zip(official, verdicts))
+        print(
+            f"ceiling, {label}: {t_bare:6.2f} s (CPU {c_bare:6.2f} s) = "
+            f"{t_official / t_bare:.1f}x (CPU: {c_official / c_bare:.1f}x); verdicts agree on {same}/{n}"
+        )
     return 0 if agree == n else 1
 
 
