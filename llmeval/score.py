@@ -28,7 +28,6 @@ from llmeval.extract import (
     normalize_text,
     sanitize_code,
 )
-from llmeval.loglikelihood import pick
 from llmeval.records import Record, check_fields
 from llmeval.specs import LETTERS
 from llmeval.vocab import (
@@ -175,6 +174,8 @@ def score_loglikelihood(rec: Record) -> dict[str, Any]:
     """The choice with the highest log-likelihood (lm-eval's ``acc``) and the highest per UTF-8
     byte of its continuation (``acc_norm``), against ``reference.label``; both as
     ``score.extractions`` too, so eval-aggregate reports ``acc`` and ``acc_norm``."""
+    from llmeval.loglikelihood import pick  # lazy: it imports the backends (60 ms of start-up)
+
     expected = rec["reference"].get("label")
     acc, norm = pick(rec["choice_logprobs"], rec["choice_bytes"])
     letter, letter_norm = LETTERS[acc], LETTERS[norm]

@@ -35,17 +35,32 @@ _STOP_INSIDE = (
 MAX_PREDICTED = 256
 
 
-def _post_order(node: ast.AST) -> list[ast.AST]:
-    """Nodes children first, in field order: the order Python evaluates calls in."""
+def _post_order(node: ast.AST, names: dict[str, str]) -> list[ast.AST]:
+    """Nodes children first, in field order: the order Python evaluates calls in. Constants
+    and expression contexts (most of a test's nodes, none of them a call) are left out, and
+    a call of a name in ``names`` is not entered: its arguments must be literals to be
+    predicted, and literals call nothing."""
     out: list[ast.AST] = []
     stack: list[tuple[ast.AST, bool]] = [(node, False)]
+    leaves = (ast.Constant, ast.expr_context)
     while stack:
         current, expanded = stack.pop()
         if expanded:
             out.append(current)
             continue
+        if isinstance(current, ast.Call) and isinstance(current.func, ast.Name):
+            if current.func.id in names:
+                out.append(current)
+                continue
         stack.append((current, True))
-        stack.extend((child, False) for child in reversed(list(ast.iter_child_nodes(current))))
+        children: list[ast.AST] = []
+        for name in current._fields:
+            value = getattr(current, name, None)
+            if isinstance(value, list):
+                children.extend(v for v in value if isinstance(v, ast.AST) and not isinstance(v, leaves))
+            elif isinstance(value, ast.AST) and not isinstance(value, leaves):
+                children.append(value)
+        stack.extend((child, False) for child in reversed(children))
     return out
 
 
@@ -68,7 +83,7 @@ def _statement_calls(stmt: ast.stmt, names: dict[str, str]) -> list[Any] | None:
         return None
     root = stmt.test if isinstance(stmt, ast.Assert) else stmt  # the message runs on failure only
     calls: list[Any] = []
-    for node in _post_order(root):
+    for node in _post_order(root, names):
         if isinstance(node, _STOP_INSIDE):
             return None
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):

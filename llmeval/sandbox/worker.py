@@ -794,7 +794,7 @@ def main() -> None:  # pragma: no cover - the worker process
             if job is None:
                 break
             verdict = worker.run(job)
-            wire.send(1, {"id": job["id"], **asdict(verdict)})
+            wire.send(1, {"id": job["id"], **vars(verdict)})  # flat: asdict would deep-copy
     finally:
         worker.close()
 
