@@ -555,7 +555,11 @@ class Generate(cli.Command):
             progress(tally)
         self.finish(backend_facts=backend.describe())
         elapsed = self.elapsed()
-        rate = f", {tally.output_tokens / elapsed:.1f} tokens/s" if tally.generated else ""
+        rate = ""
+        if tally.generated and args.loglikelihood:  # scored, not generated: prompt tokens
+            rate = f", {tally.prompt_tokens / elapsed:.1f} prompt tokens/s"
+        elif tally.generated:
+            rate = f", {tally.output_tokens / elapsed:.1f} tokens/s"
         self.log(
             f"{tally.total} samples: {tally.generated} generated, {tally.cached} from cache, "
             f"{tally.skipped} already in output, {tally.errors} errors ({elapsed:.1f} s{rate})"

@@ -225,6 +225,9 @@ def test_done_when_pipeline_prints_acc_and_acc_norm_with_intervals(models_dir, t
         assert 0.0 <= m["ci_low"] <= m["value"] <= m["ci_high"] <= 1.0
         assert sum(m["counts"].values()) == n and m["counts"]["error"] == 0
     assert metrics["acc"]["value"] == metrics["accuracy"]["value"]
+    # the summary counts the prompt tokens scored (no tokens are generated: no "0.0 tokens/s")
+    summary = [x for x in out.stderr.decode().splitlines() if x.startswith("eval-generate: 15 samples")]
+    assert len(summary) == 1 and summary[0].endswith(" prompt tokens/s)"), summary
 
 
 LMEVAL_TASK = """\
