@@ -15,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 MAX_DEPTH = 100
+# Elements of one set or keys of one dict that may share a hash with another: past this, a
+# value is refused before it is built (building it costs time quadratic in the collisions,
+# in one C call no deadline can interrupt: 40,000 ints that all hash to 0 take 16 s).
+MAX_HASH_COLLISIONS = 1000
 _CONTAINER_TAGS: dict[type, str] = {list: "l", tuple: "t", set: "S", frozenset: "F"}
 
 
@@ -103,11 +107,22 @@ def decode(data: Any, resolve: Any = None, depth: int = 0) -> Any:
         return bytes.fromhex(data[1])
     if tag in ("l", "t", "S", "F") and type(data[1]) is list:
         items = [decode(v, resolve, depth + 1) for v in data[1]]
+        if tag in ("S", "F"):
+            _few_collisions(items)
         return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
     if tag == "d" and type(data[1]) is list:
-        return {decode(k, resolve, depth + 1): decode(v, resolve, depth + 1) for k, v in data[1]}
+        pairs = [(decode(k, resolve, depth + 1), decode(v, resolve, depth + 1)) for k, v in data[1]]
+        _few_collisions([k for k, _ in pairs])
+        return dict(pairs)
     if tag == "r" and type(data[1]) is int:
         if resolve is not None:
             return resolve(data[1])
         return RemoteRef(data[1], str(data[2]))
     raise ValueError(f"malformed value (tag {tag!r})")
+
+
+def _few_collisions(keys: list[Any]) -> None:
+    """Refuse keys crafted to share hashes (hashes are predictable: the hash seed is fixed).
+    Counting distinct hashes is linear: equal hashes are equal ints, found at once."""
+    if len(keys) > MAX_HASH_COLLISIONS and len(keys) - len({hash(k) for k in keys}) > MAX_HASH_COLLISIONS:
+        raise ValueError("malformed value (too many keys with equal hashes)")

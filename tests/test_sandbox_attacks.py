@@ -444,3 +444,153 @@ def test_signals_from_outside_still_work(sleeper):
         v = run(own, {"stubborn": Program(code=code, entry_point="add", test=ADD_TEST)})
     assert v["stubborn"].status == "timeout"
     os.kill(sleeper.pid, signal.SIGCONT)
+
+
+# ------------------------------------------------------------------ verdicts no candidate steers
+
+SWALLOWING_TEST = """
+def raises_on(f, x):
+    try:
+        f(x, 0.5)
+    except:
+        return True
+    return False
+
+
+def check(candidate):
+    assert candidate(1, 2) == 3
+    assert raises_on(candidate, -1)
+    assert candidate(2, 3) == 5
+"""
+
+
+def test_a_test_that_swallows_the_testers_own_exceptions_still_decides_right():
+    """A test's bare ``except:`` catches the tester's own exceptions too (a mispredicted
+    call, a candidate that exited, the deadline): each still decides the verdict, and a
+    wrong function is not passed."""
+    honest = "def add(a, b):\n    return a + b\n"  # never raises: the second assert fails
+    exits = "import os\ndef add(a, b):\n    if a < 0:\n        os._exit(0)\n    return a + b\n"
+    sleeps = "import time\ndef add(a, b):\n    if a < 0:\n        time.sleep(30)\n    return a + b\n"
+    programs = {
+        name: Program(code=code, entry_point="add", test=SWALLOWING_TEST)
+        for name, code in (("mispredicted", honest), ("exits", exits), ("sleeps", sleeps))
+    }
+    with SandboxPool(1, Limits(timeout=1.0), isolation=MODE) as own:
+        v = run(own, programs)
+    assert v["mispredicted"].status == FAIL
+    assert v["mispredicted"].detail == "assertion failed: assert raises_on(candidate, -1)"
+    assert v["exits"].status == FAIL and "exited" in v["exits"].detail, v["exits"]
+    assert v["sleeps"].status == "timeout", v["sleeps"]
+
+
+@pytest.mark.skipif(MODE == "landlock", reason="the fallback has no PID namespace nor tmpfs")
+def test_the_next_candidate_learns_nothing_from_pids_inodes_or_counters(pool):
+    """What outlives a candidate in its box and could carry a message to the next one: the
+    PID namespace's pid counter (threads burn pids), the tmpfs's inode numbers (files it
+    never named, O_TMPFILE), the zygote's counters of reaped children (/proc/1/stat), the
+    network namespace's packet counters. Candidates after one that burnt them all see what
+    the first saw."""
+    report = probe("""
+    fd = os.open('.', os.O_TMPFILE | os.O_WRONLY)
+    counters = sum(int(x) for x in open('/proc/net/snmp').read().split() if x.isdigit())
+    found.append((os.getpid(), os.fstat(fd).st_ino, os.path.exists('/proc/1'), counters))
+    """)
+    burn = (
+        "import os, threading, socket\n"
+        "def add(a, b):\n"
+        "    for _ in range(40):\n"
+        "        t = threading.Thread(target=lambda: None)\n"
+        "        t.start()\n"
+        "        t.join()\n"
+        "    keep = [os.open('.', os.O_TMPFILE | os.O_WRONLY) for _ in range(20)]\n"
+        "    for _ in range(20):\n"
+        "        try:\n"
+        "            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 9))\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return a + b\n"
+    )
+    burner = Program(code=burn, entry_point="add", test=ADD_TEST)
+    # One worker, two boxes used in turn: each box runs report, burn, report, burn, report.
+    order = ["r0", "r1", "b2", "b3", "r4", "r5", "b6", "b7", "r8", "r9"]
+    v = run(pool, {name: report if name[0] == "r" else burner for name in order})
+    details = {name: v[name].detail for name in order if name[0] == "r"}
+    assert all(v[name].status == PASS for name in order if name[0] == "b"), v
+    assert len(set(details.values())) == 1, details
+    ((pid, _ino, zygote_seen, _counters),) = eval(details["r0"].split(": ", 1)[1])  # noqa: S307 - our own repr
+    assert pid == 2 and zygote_seen is False, details["r0"]
+
+
+def test_unix_sockets_only(pool):
+    """Internet, packet and netlink sockets are refused (no test needs them; their packets
+    would move the network namespace's counters); Unix sockets, which multiprocessing and
+    asyncio use, work."""
+    passes(pool, probe(with_attempt("""
+    for family, kind in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.SOCK_STREAM),
+                         (socket.AF_NETLINK, socket.SOCK_RAW), (socket.AF_PACKET, socket.SOCK_DGRAM)):
+        attempt(f"socket {family}", socket.socket, family, kind)
+    a_, b_ = socket.socketpair()
+    a_.send(b"hi")
+    if b_.recv(2) != b"hi":
+        found.append("socketpair")
+    """)))
+
+
+def test_a_forged_setup_error_is_the_candidates_own_failure(pool):
+    """The candidate says it is contained before it reads its program: a program that writes
+    the sandbox's "setup failed" message itself fails (it cannot make its record an error of
+    the harness)."""
+    forge = (
+        "import os, json\n"
+        "msg = json.dumps(['setup_error', 'the sandbox could not start']).encode()\n"
+        "os.write(4, len(msg).to_bytes(4, 'big') + msg)\n"
+        "def add(a, b):\n    return a + b\n"
+    )
+    v = run(pool, {"forge": Program(code=forge, entry_point="add", test=ADD_TEST)})["forge"]
+    assert (v.status, v.detail) == (FAIL, "the candidate sent a malformed message")
+
+
+def test_hash_colliding_replies_are_refused_at_once(pool):
+    """A reply holding a set (or dict) of values crafted to share one hash would cost the
+    tester time quadratic in their number, in one call no deadline interrupts: refused."""
+    collide = (
+        "import os, json\n"
+        "def add(a, b):\n"
+        "    p = (1 << 61) - 1\n"
+        "    value = ['S', [['i', str(p * i)] for i in range(1, 50001)]]\n"
+        "    for msg in (['ready'], ['ok', value]):\n"
+        "        data = json.dumps(msg).encode()\n"
+        "        os.write(4, len(data).to_bytes(4, 'big') + data)\n"
+        "    os._exit(0)\n"
+    )
+    v = run(pool, {"collide": Program(code=collide, entry_point="add", test=ADD_TEST)})["collide"]
+    assert (v.status, v.detail) == (FAIL, "the candidate sent a malformed value"), v
+    assert v.time_s < 3.0, v
+
+
+def test_memory_kills_stay_with_their_record():
+    """A candidate whose own children are killed for memory may still pass; the next record
+    of its box, failing honestly, is not told it ran out of memory."""
+    hog = (
+        "import os\n"
+        "def add(a, b):\n"
+        "    kids = []\n"
+        "    for _ in range(3):\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            block = bytearray(60 << 20)\n"
+        "            os._exit(0)\n"
+        "        kids.append(pid)\n"
+        "    for pid in kids:\n"
+        "        os.waitpid(pid, 0)\n"
+        "    return a + b\n"
+    )
+    wrong = "def add(a, b):\n    return a - b\n"
+    with SandboxPool(1, Limits(timeout=5.0, memory_mb=128), isolation=MODE) as own:
+        v = run(own, {
+            "hog": Program(code=hog, entry_point="add", test=ADD_TEST),
+            "other box": Program(code=wrong, entry_point="add", test=ADD_TEST),
+            "next": Program(code=wrong, entry_point="add", test=ADD_TEST),
+        })  # fmt: skip
+    assert v["next"].status == FAIL, v
+    assert v["next"].detail == "assertion failed: assert candidate(1, 2) == 3", v["next"]

@@ -140,6 +140,7 @@ def clear_bounding_set() -> None:
 # ============================================================================ seccomp
 
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+AF_UNIX = 1
 SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
                "pidfd_getfd": 438, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
@@ -158,7 +159,7 @@ SYSCALLS: dict[str, dict[str, int]] = {
                "semtimedop": 220, "semctl": 66, "msgget": 68, "msgsnd": 69, "msgrcv": 70,
                "msgctl": 71, "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242,
                "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245, "vhangup": 153,
-               "uselib": 134, "ustat": 136, "sysfs": 139, "nfsservctl": 180, "socket": 41,
+               "uselib": 134, "ustat": 136, "sysfs": 139, "nfsservctl": 180, "socket": 41, "socketpair": 53,
                "kill": 62, "tkill": 200, "tgkill": 234, "pidfd_send_signal": 424,
                "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_open": 434},
     "aarch64": {"ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
@@ -178,7 +179,7 @@ SYSCALLS: dict[str, dict[str, int]] = {
                 "semctl": 191, "msgget": 186, "msgsnd": 189, "msgrcv": 188, "msgctl": 187,
                 "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183,
                 "mq_notify": 184, "mq_getsetattr": 185, "vhangup": 58, "nfsservctl": 42,
-                "socket": 198, "kill": 129, "tkill": 130, "tgkill": 131,
+                "socket": 198, "socketpair": 199, "kill": 129, "tkill": 130, "tgkill": 131,
                 "pidfd_send_signal": 424, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
                 "pidfd_open": 434},
 }  # fmt: skip
@@ -245,12 +246,14 @@ def build_filter(
     no_namespaces: bool = False,
     no_processes: bool = False,
     no_sockets: bool = False,
+    unix_sockets_only: bool = False,
     signal_only: int | None = None,
 ) -> Filter:
     """A filter for this architecture: deny (EPERM) the named calls; with ``no_namespaces``,
     ``clone`` with a namespace flag (and ``clone3``, whose flags a filter cannot read: ENOSYS
     makes the C library fall back to ``clone``); with ``no_processes``, every new process
-    (threads stay allowed); with ``no_sockets``, ``socket()``; with ``signal_only=PID``,
+    (threads stay allowed); with ``no_sockets``, ``socket()``; with ``unix_sockets_only``,
+    ``socket()`` and ``socketpair()`` of any family but ``AF_UNIX``; with ``signal_only=PID``,
     signals to any process but PID and its group. Other architectures' calls are refused."""
     table = SYSCALLS.get(ARCH)
     if table is None or ARCH not in AUDIT_ARCH:
@@ -283,6 +286,12 @@ def build_filter(
         block.append((_RET, 0, 0, RET_ALLOW))
         body.append((_JEQ, 0, len(block), table["clone"]))
         body.extend(block)
+        body.append((_LD_ABS, 0, 0, _NR))
+    if unix_sockets_only and not no_sockets:
+        for name in ("socket", "socketpair"):
+            block = [(_LD_ABS, 0, 0, _arg_lo(0)), (_JEQ, "ALLOW", "EPERM", AF_UNIX)]
+            body.append((_JEQ, 0, len(block), table[name]))
+            body.extend(block)
         body.append((_LD_ABS, 0, 0, _NR))
     if signal_only is not None:
         # kill(pid)/rt_sigqueueinfo(pid): allowed for pid, -pid (its group) and 0 (its group);

@@ -253,6 +253,10 @@ class Tester:
         self.next_predicted = 0
         self.loaded = False
         self.calls = 0
+        # The first of the tester's own exceptions (_Deadline, _Died, _Broken, _Mispredicted).
+        # They are BaseExceptions, but a test's bare ``except:`` still catches them: every
+        # later call raises it again, and Trial.run raises it when the test returns.
+        self.fault: BaseException | None = None
 
     def _reply(self) -> list[Any]:
         try:
@@ -272,17 +276,31 @@ class Tester:
     def wait_loaded(self) -> None:
         if self.loaded:
             return
+        # The candidate says "contained" (or "setup_error") before it reads the program, so
+        # nothing the program writes can pass for the sandbox failing.
+        msg = self._reply()
+        if msg[0] == "setup_error" and len(msg) == 2:
+            raise _Broken(f"sandbox setup failed: {cap(str(msg[1]), 500)}")
+        if msg != ["contained"]:
+            raise _Died("the candidate sent a malformed message")
         msg = self._reply()
         if msg[0] == "ready" and len(msg) == 1:
             self.loaded = True
             return
         if msg[0] == "load_error" and len(msg) == 3:
             raise _LoadError(f"{cap(str(msg[1]), 100)}: {cap(str(msg[2]), 1000)}")
-        if msg[0] == "setup_error" and len(msg) == 2:
-            raise _Broken(f"sandbox setup failed: {cap(str(msg[1]), 500)}")
         raise _Died("the candidate sent a malformed message")
 
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        if self.fault is not None:
+            raise self.fault
+        try:
+            return self._call(name, args, kwargs)
+        except (_Deadline, _Died, _Broken, _Mispredicted) as exc:
+            self.fault = exc
+            raise
+
+    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
         self.calls += 1
         enc_args, enc_kwargs = encode(list(args)), encode(kwargs)
         if self.next_predicted < len(self.predicted):
@@ -426,6 +444,7 @@ class Trial:
         except _LoadError as exc:
             return FAIL, f"the code does not load: {exc}"
         random.seed(0)  # tests that draw random inputs draw the same ones every run
+        outcome: tuple[str, str | None] = (PASS, None)
         try:
             exec(self.test_code, ns)
             if program.style == "humaneval":
@@ -435,10 +454,12 @@ class Trial:
                 check(ns[program.entry_point])
         except AssertionError as exc:
             line = _failed_assert_line(exc.__traceback__, program.test)
-            return FAIL, f"assertion failed: {line}" if line else "assertion failed"
+            outcome = FAIL, f"assertion failed: {line}" if line else "assertion failed"
         except Exception as exc:  # noqa: BLE001 - the candidate's exception, re-raised here
-            return FAIL, cap(f"{type(exc).__name__}: {exc}", 500)
-        return PASS, None
+            outcome = FAIL, cap(f"{type(exc).__name__}: {exc}", 500)
+        if tester.fault is not None:  # the test swallowed it (a bare except): it still decides
+            raise tester.fault
+        return outcome
 
 
 def run_tests(program: Program, tester: Tester, *, speculate: bool = True) -> tuple[str, str | None]:
@@ -669,6 +690,24 @@ class Worker:
         except OSError as exc:
             box.restart()
             return Verdict(ERROR, f"the sandbox failed: {exc}")
+        # The box's previous candidate is dead and reaped (its zygote forked this one since):
+        # memory kills from now on are this program's, whatever the last verdict was.
+        box.oom_since_last_look()
+        try:
+            return self._test(box, trial, program, timeout, cpu, (call_w, result_r, output))
+        finally:
+            for fd in (call_w, result_r, output):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _test(
+        self, box: Box, trial: Trial, program: Program, timeout: float, cpu: int, fds: tuple[int, int, int]
+    ) -> Verdict | None:
+        """Run ``trial`` against the candidate behind ``fds``; the caller closes them, after the
+        zygote has the word: a candidate never sees its channel close while it still runs
+        (that would tell it, before it is killed, that an answer failed)."""
+        call_w, result_r, output = fds
+        assert box.zygote is not None
         deadline = time.monotonic() + timeout  # from now: the zygote's pace is not its own
         os.set_blocking(call_w, False)
         opening = _frame(["load", program.code, program.entry_point, cpu])
@@ -684,16 +723,12 @@ class Worker:
             status, detail = FAIL, str(exc)
         except _Broken as exc:
             status, detail = ERROR, str(exc)
-        finally:
-            os.close(call_w)
-            os.close(result_r)
         # How it ended matters only if it died: then the zygote, which reaps it, says how.
         died = status == FAIL and "exited" in str(detail)
         text = ""
         if status not in (PASS, ""):
             with contextlib.suppress(OSError):  # its output: a memfd, read from the start
                 text = os.pread(output, zygote.OUTPUT_KEEP, 0).decode("utf-8", "replace")
-        os.close(output)
         try:
             info = box.zygote.finish(info=died)
         except OSError:

@@ -168,7 +168,9 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
         kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
         kernel.clear_bounding_set()
         own = kernel.build_filter(kernel.DENIED, no_namespaces=True)
-        per_candidate = kernel.build_filter(["mount", "umount2"])
+        # Sockets of the Unix family only: with no packet sent, the network namespace's
+        # counters (/proc/net/snmp), which outlive a candidate, stay as they were.
+        per_candidate = kernel.build_filter(["mount", "umount2"], unix_sockets_only=True)
         own.install()
     except (OSError, ValueError) as exc:
         _setup_failed(sock, "sandbox setup", exc)
@@ -182,18 +184,26 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
         reset_oom_score=cfg["oom_protect"],
         devnull=devnull,
     )
+    # Each candidate gets the same pids (2, then 3, ... for its children): the namespace's
+    # pid counter, which outlives a candidate, carries nothing to the next one.
+    try:
+        last_pid = os.open("/proc/sys/kernel/ns_last_pid", os.O_WRONLY)
+        os.pwrite(last_pid, b"1", 0)
+    except OSError as exc:  # a kernel without checkpoint/restore
+        last_pid = -1
+        notes.append(f"pids not reset between candidates ({exc.strerror})")
     cand_uid = SANDBOX_UID if cfg["userns"] else cfg["host_uid"]
     tmp_opts = f"size={cfg['tmp_mb']}m,nr_inodes=4096,mode=0700,uid={cand_uid},gid={cand_uid}"
     watch = not cfg["cgroup_procs"]  # without a memory cgroup, sum the processes ourselves
     sock.send(json_dumps({"ok": True, "notes": notes}))
 
-    fresh_tmp: list[Any] = []  # the state of /tmp as mounted, while no candidate changed it
-
     def prepare() -> tuple[int, int, tuple[int, int]]:
-        if not fresh_tmp:
-            kernel.mount("tmpfs", "/tmp", "tmpfs", TMP_FLAGS, tmp_opts)
-            fresh_tmp.append(_tmp_state())
+        # A fresh tmpfs for every candidate, whatever the last one did: even a file it never
+        # named (O_TMPFILE) moves the inode numbers the next one would see.
+        kernel.mount("tmpfs", "/tmp", "tmpfs", TMP_FLAGS, tmp_opts)
         os.chdir("/tmp")  # inherited: cheaper here than in the child
+        if last_pid >= 0:  # only this process is left in the namespace: pid 2 next
+            os.pwrite(last_pid, b"1", 0)
         try:
             return _fork_candidate(sock, "", how)
         finally:
@@ -201,9 +211,7 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
 
     def cleanup(pid: int) -> int:
         status = _kill_all(pid)
-        if _tmp_state() != fresh_tmp[0]:  # it left something (a file, a mode, an xattr)
-            kernel.umount("/tmp")
-            fresh_tmp.clear()
+        kernel.umount("/tmp")
         return status
 
     _serve(sock, prepare, cleanup, (cfg["memory_mb"] << 20) if watch else 0)
@@ -244,17 +252,6 @@ def _serve(sock: socket.socket, prepare: Any, cleanup: Any, watch_limit: int) ->
 
 
 TMP_FLAGS = kernel.MS_NOSUID | kernel.MS_NODEV | 1024  # MS_NOATIME: reading leaves no trace
-
-
-def _tmp_state() -> tuple[Any, ...]:
-    """What a candidate could have changed in its /tmp: entries, attributes, times, xattrs.
-    Unchanged, the next candidate gets the same (empty, pristine) tmpfs: no remount."""
-    st = os.stat("/tmp")
-    return (
-        os.listdir("/tmp"),
-        os.listxattr("/tmp"),
-        st.st_mode, st.st_uid, st.st_gid, st.st_nlink, st.st_mtime_ns, st.st_ctime_ns,
-    )  # fmt: skip
 
 
 def _fork_candidate(
@@ -420,8 +417,10 @@ def _build_root(cfg: dict[str, Any]) -> list[str]:  # pragma: no cover - runs in
             kernel.mount(empty, path, None, kernel.MS_BIND)
     _mountpoint("/proc", True)
     try:  # refused where the host's /proc is partly covered (some containers)
+        # hidepid=2: a candidate sees only processes it may trace, its own; not the zygote,
+        # whose counters (children's CPU time and faults) add up over the candidates it reaped.
         kernel.mount(
-            "proc", "/proc", "proc", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+            "proc", "/proc", "proc", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC, "hidepid=2"
         )
     except OSError as exc:
         notes.append(f"no /proc for candidates ({exc.args[-1]})")
