@@ -8,6 +8,7 @@ runs as root, a missing user is a failure)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -339,3 +340,50 @@ def _cgroups_of(pids: set[int]) -> list[str]:
         for pid in pids:
             found += [str(d) for d in base.glob(f"llmeval-{pid}-w*")]
     return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_worker_stalled_in_trusted_code_ends_after_eval_score_is_killed(tmp_path):
+    """The test (trusted code) builds a set from the candidate's list of values crafted to
+    share one hash: minutes in one C call, where no signal handler runs, not even the
+    SIGTERM eval-score's death sends. eval-score killed with SIGKILL, the worker still ends
+    once the pool's budget for the job is past (it would have killed it), not minutes later."""
+    from llmeval.sandbox import jobs
+    from llmeval.sandbox.worker import STALL_AFTER
+
+    rec = canonical_records(1)[0]
+    rec = dict(
+        rec,
+        completion="    p = (1 << 61) - 1\n    return [p * i for i in range(1, 200001)]\n",
+        reference=dict(rec["reference"], test="def check(candidate):\n    assert not set(candidate([1.0], 0.5))\n"),
+    )
+    gen = tmp_path / "gen.jsonl"
+    write_jsonl(gen, [rec])
+    command = [sys.executable, str(BIN / "eval-score"), str(gen), "--workers", "1", "--timeout", "1"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    started = time.monotonic()
+    workers: list[int] = []
+    try:
+        while time.monotonic() < started + 60:  # until the worker is busy in the stall
+            workers = [p for p in descendants(proc.pid) if _comm(p) == "llmeval-worker"]
+            if workers and _cpu_seconds(workers[0]) > 1.5:
+                break
+            time.sleep(0.1)
+        assert workers and _cpu_seconds(workers[0]) > 1.5
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        limit = started + jobs.budget(1.0) + STALL_AFTER + 10
+        while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < limit:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{workers[0]}").exists(), f"worker {workers[0]} still runs"
+    finally:
+        for pid in workers:  # whatever happened, not left running
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

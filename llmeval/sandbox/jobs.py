@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DETAIL_MAX = 2000  # characters of a verdict's detail (the rest is cut, with a marker)
+GRACE = 5.0  # seconds past a program's time (twice its timeout: a re-run) before a kill
+
+
+def budget(timeout: float) -> float:
+    """Seconds a worker may take over one program before the pool kills it."""
+    return 2 * timeout + GRACE
 
 
 def cap(text: str, limit: int = DETAIL_MAX) -> str:

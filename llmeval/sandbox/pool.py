@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from llmeval.sandbox import wire
+from llmeval.sandbox import jobs, wire
 from llmeval.sandbox.jobs import Limits, Program, Verdict
 from llmeval.vocab import ERROR, TIMEOUT
 
@@ -48,7 +48,6 @@ def worker_environment() -> dict[str, str]:
 class SandboxPool:
     """Warm workers scoring programs in parallel (design: docs/sandbox.md)."""
 
-    GRACE = 5.0  # seconds past a program's time (twice its timeout: a re-run) before a kill
     DEPTH = 2  # jobs queued per worker
     READ_AHEAD = 256  # jobs taken from the input while the workers start
     START_TIMEOUT = 120.0  # seconds for a worker to set up its sandbox
@@ -122,7 +121,7 @@ class SandboxPool:
         todo = iter(programs)
         ahead: deque[tuple[Any, Program]] = deque()
         exhausted = False
-        budget = 2 * self.limits.timeout + self.GRACE  # a mispredicted test runs twice
+        budget = jobs.budget(self.limits.timeout)  # a mispredicted test runs twice
         start_deadline = time.monotonic() + self.START_TIMEOUT
         while True:
             now = time.monotonic()

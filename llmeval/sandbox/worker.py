@@ -31,12 +31,13 @@ import orjson
 from llmeval.codec import decode, encode
 from llmeval.sandbox import kernel, resources, wire, zygote
 from llmeval.sandbox import view as views
-from llmeval.sandbox.jobs import Limits, Program, Verdict, cap
+from llmeval.sandbox.jobs import Limits, Program, Verdict, budget, cap
 from llmeval.sandbox.predict import predict
 from llmeval.sandbox.zygote import SANDBOX_UID, remove_tree
 from llmeval.vocab import ERROR, FAIL, PASS, TIMEOUT
 
 ISOLATION_NOTE = "LLMEVAL_SANDBOX=landlock"
+STALL_AFTER = 5.0  # seconds past the pool's budget for a job before the worker ends itself
 WORKER_MEMORY_MB = 4096  # the tester's own address space, over the candidate's limit
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
@@ -828,7 +829,14 @@ def main() -> None:  # pragma: no cover - the worker process
             job = jobs.recv()
             if job is None:
                 break
+            # Trusted code stalled on a candidate's data inside one C call (a set of values
+            # crafted to share a hash) runs no signal handler, not even the SIGTERM that
+            # eval-score's death sends. Past the pool's budget for the job (the pool kills
+            # the worker first while eval-score lives), SIGALRM's default action ends it.
+            timeout = float(job.get("timeout") or worker.limits.timeout)
+            signal.setitimer(signal.ITIMER_REAL, budget(timeout) + STALL_AFTER)
             verdict = worker.run(job)
+            signal.setitimer(signal.ITIMER_REAL, 0)
             wire.send(1, {"id": job["id"], **vars(verdict)})  # flat: asdict would deep-copy
     finally:
         worker.close()
