@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 MAX_DEPTH = 100
-# Elements of one set or keys of one dict that may share a hash with another: past this, a
-# value is refused before it is built (building it costs time quadratic in the collisions,
-# in one C call no deadline can interrupt: 40,000 ints that all hash to 0 take 16 s).
+# Items of one container (set, dict keys, list, tuple) that may share a hash with another,
+# unequal item: past this, a value is refused before it is built (a set or dict of them costs
+# time quadratic in the collisions, in one C call no deadline can interrupt: 40,000 ints that
+# all hash to 0 take 16 s).
 MAX_HASH_COLLISIONS = 1000
 _CONTAINER_TAGS: dict[type, str] = {list: "l", tuple: "t", set: "S", frozenset: "F"}
 
@@ -107,8 +108,7 @@ def decode(data: Any, resolve: Any = None, depth: int = 0) -> Any:
         return bytes.fromhex(data[1])
     if tag in ("l", "t", "S", "F") and type(data[1]) is list:
         items = [decode(v, resolve, depth + 1) for v in data[1]]
-        if tag in ("S", "F"):
-            _few_collisions(items)
+        _few_collisions(items)
         return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
     if tag == "d" and type(data[1]) is list:
         pairs = [(decode(k, resolve, depth + 1), decode(v, resolve, depth + 1)) for k, v in data[1]]
@@ -121,8 +121,21 @@ def decode(data: Any, resolve: Any = None, depth: int = 0) -> Any:
     raise ValueError(f"malformed value (tag {tag!r})")
 
 
-def _few_collisions(keys: list[Any]) -> None:
-    """Refuse keys crafted to share hashes (hashes are predictable: the hash seed is fixed).
-    Counting distinct hashes is linear: equal hashes are equal ints, found at once."""
-    if len(keys) > MAX_HASH_COLLISIONS and len(keys) - len({hash(k) for k in keys}) > MAX_HASH_COLLISIONS:
-        raise ValueError("malformed value (too many keys with equal hashes)")
+def _few_collisions(items: list[Any]) -> None:
+    """Refuse values crafted to share hashes (hashes are predictable: the hash seed is fixed):
+    more than MAX_HASH_COLLISIONS items unequal to the first item with their hash. Linear:
+    each item is compared with one other at most. Lists and tuples too: a test may well
+    build a set from a returned list."""
+    if len(items) <= MAX_HASH_COLLISIONS:
+        return
+    first: dict[int, Any] = {}
+    unequal = 0
+    for item in items:
+        try:
+            seen = first.setdefault(hash(item), item)
+        except TypeError:  # unhashable: no set or dict can be built from it anyway
+            continue
+        if seen is not item and seen != item:
+            unequal += 1
+            if unequal > MAX_HASH_COLLISIONS:
+                raise ValueError("malformed value (too many unequal values with equal hashes)")

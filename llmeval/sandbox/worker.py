@@ -487,11 +487,13 @@ class Box:
         return new
 
     def restart(self) -> None:
-        """A fresh zygote after the old one failed (the worker itself is fine)."""
+        """A fresh zygote after the old one failed (the worker itself is fine). One that
+        cannot start leaves the box without a zygote: the next program tries again."""
         if self.zygote is not None:
             self.zygote.close(grace=0)
         self.zygote = None
-        self.zygote = Zygote(self.setup)
+        with contextlib.suppress(SetupError, OSError):
+            self.zygote = Zygote(self.setup)
 
     def close(self) -> None:
         if self.zygote is not None:
@@ -683,7 +685,10 @@ class Worker:
     def _attempt(self, program: Program, timeout: float, speculate: bool) -> Verdict | None:
         box = self.boxes[self.turn]
         self.turn = (self.turn + 1) % len(self.boxes)
-        assert box.zygote is not None
+        if box.zygote is None:
+            box.restart()
+            if box.zygote is None:
+                return Verdict(ERROR, "the sandbox failed: its zygote could not start again")
         cpu = int(timeout) + 1
         trial = Trial(program, speculate=speculate)
         try:

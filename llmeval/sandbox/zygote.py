@@ -170,7 +170,12 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
         own = kernel.build_filter(kernel.DENIED, no_namespaces=True)
         # Sockets of the Unix family only: with no packet sent, the network namespace's
         # counters (/proc/net/snmp), which outlive a candidate, stay as they were.
-        per_candidate = kernel.build_filter(["mount", "umount2"], unix_sockets_only=True)
+        # Limits and scheduling of itself only (not the zygote's: an ordinary user's zygote has
+        # the candidate's uid); no memfd (its pages are in no process: the polled memory sum
+        # without a cgroup would not see them).
+        per_candidate = kernel.build_filter(
+            ["mount", "umount2", "memfd_create"], unix_sockets_only=True, self_only=True
+        )
         own.install()
     except (OSError, ValueError) as exc:
         _setup_failed(sock, "sandbox setup", exc)
@@ -262,6 +267,7 @@ def _fork_candidate(
     call_r, call_w = os.pipe()
     result_r, result_w = os.pipe()
     output = os.memfd_create("output", 0)
+    how.parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the candidate
         sock.close()
@@ -507,6 +513,10 @@ def split_around(root: str, hidden: list[str]) -> tuple[list[str], list[str]]:
 def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
     """The fallback: no namespaces; Landlock, seccomp and rlimits, one process per candidate."""
     scratch = cfg["scratch"]
+    # RLIMIT_NPROC counts every task of the user: the user's tasks now, and room for the
+    # candidate's threads (it may not fork), so that a candidate cannot run the host out of
+    # pids with threads (taken before Landlock hides the other processes).
+    threads_cap = _user_tasks() + cfg["processes"] + NPROC_MARGIN
     try:
         kernel.set_name("llmeval-zygote")
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
@@ -526,8 +536,9 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
                 if os.path.exists(dev):
                     layer.allow(dev, kernel.FS_READ_FILE | kernel.FS_WRITE_FILE)
             layer.allow(scratch, layer.fs_all)
-            # Its own children list, to kill orphans where seccomp cannot forbid them.
-            layer.allow(f"/proc/{os.getpid()}", kernel.FS_READ_FILE | kernel.FS_READ_DIR)
+            # Its own children list, to kill orphans where seccomp cannot forbid them (only
+            # that file: the rest of its /proc entry lists the host's sockets, its mounts...).
+            layer.allow(f"/proc/{os.getpid()}/task/{os.getpid()}/children", kernel.FS_READ_FILE)
             layer.restrict_self()
         _become_zygote(sock, devnull, cfg)
         os.environ.update(HOME=scratch, TMPDIR=scratch)
@@ -543,6 +554,7 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
         cfg,
         landlock_abi=abi,
         devnull=devnull,
+        processes=threads_cap,
     )
     sock.send(json_dumps({"ok": True, "landlock": abi, "seccomp": seccomp, "notes": []}))
     count = 0
@@ -557,7 +569,13 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
 
     def child_filter(how: candidate.Containment) -> None:
         how.extra_env = {"HOME": workdir, "TMPDIR": workdir}
-        how.filter = kernel.build_filter(no_processes=True, no_sockets=True, signal_only=os.getpid())
+        how.filter = kernel.build_filter(
+            [*kernel.METADATA_CALLS, "memfd_create"],
+            no_processes=True,
+            no_sockets=True,
+            self_only=True,
+            signal_only=os.getpid(),
+        )
 
     janitor = _janitor(sock, devnull)
 
@@ -572,6 +590,25 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
         return status
 
     _serve(sock, prepare, cleanup, 0)
+
+
+NPROC_MARGIN = 256  # tasks the user may start elsewhere while the fallback runs
+
+
+def _user_tasks() -> int:
+    """Tasks (threads included) whose real uid is this process's: what RLIMIT_NPROC counts."""
+    uid, count = str(os.getuid()), 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        except OSError:
+            continue
+        if fields.get("Uid", "").split()[:1] == [uid]:
+            count += int(fields.get("Threads", "1"))
+    return count
 
 
 def _janitor(sock: socket.socket, devnull: int) -> tuple[int, int]:  # pragma: no cover
@@ -639,8 +676,13 @@ def remove_tree(path: str) -> bool:
             os.unlink(path)
         return not os.path.lexists(path)
     names: list[str] = []  # from ``path`` down to the directory open in fd
+    # (device, inode) of each directory from ``path`` down: a directory moved while this
+    # runs (a candidate still alive) must not lead ".." above ``path``.
+    ids: list[tuple[int, int]] = []
     stuck: set[tuple[int, int]] = set()  # directories that could not be emptied: left once
     try:
+        top = os.fstat(fd)
+        ids.append((top.st_dev, top.st_ino))
         while True:
             try:
                 entries = os.listdir(fd)
@@ -666,9 +708,15 @@ def remove_tree(path: str) -> bool:
                 except OSError:
                     stuck.add((st.st_dev, st.st_ino))
                     continue
+                opened = os.fstat(child)
+                if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):  # swapped meanwhile
+                    os.close(child)
+                    stuck.add((st.st_dev, st.st_ino))
+                    continue
                 os.close(fd)
                 fd, descended = child, True
                 names.append(name)
+                ids.append((st.st_dev, st.st_ino))
                 break
             if descended:
                 continue
@@ -678,6 +726,10 @@ def remove_tree(path: str) -> bool:
             parent = os.open("..", flags, dir_fd=fd)
             os.close(fd)
             fd = parent
+            up = os.fstat(fd)
+            ids.pop()
+            if (up.st_dev, up.st_ino) != ids[-1]:  # moved: ".." is no longer where we came from
+                return False
             name = names.pop()
             try:
                 os.rmdir(name, dir_fd=fd)
