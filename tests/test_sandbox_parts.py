@@ -221,6 +221,24 @@ def test_remove_tree_takes_hostile_trees_and_follows_no_link(tmp_path):
     del deep
 
 
+def test_scratch_of_dead_workers_is_swept(tmp_path):
+    """The fallback's scratch directories outlive a worker killed with SIGKILL: the next
+    worker removes those whose worker is gone, and no other."""
+    from llmeval.sandbox.worker import SCRATCH_PREFIX, sweep_scratch
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"{SCRATCH_PREFIX}{gone.pid}-abc"
+    (dead / "c1" / "deep").mkdir(parents=True)
+    (dead / "c1" / "deep" / "f").write_text("x")
+    alive = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / "llmeval-sandbox-notapid"
+    other.mkdir()
+    assert sweep_scratch(str(tmp_path)) == [str(dead)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
 def test_remove_tree_never_climbs_above_its_root_when_a_directory_moves(tmp_path, monkeypatch):
     """A candidate still alive moves a directory up while the tree is being removed (the
     fallback's scratch, removed by the worker after its zygote was killed): ".." then leads

@@ -506,6 +506,37 @@ class Box:
             remove_tree(self.setup.scratch)
 
 
+SCRATCH_PREFIX = "llmeval-sandbox-"  # then the worker's pid: llmeval-sandbox-<pid>-<random>
+
+
+def sweep_scratch(tmp: str) -> list[str]:
+    """Remove the fallback's scratch directories of workers that are gone (a worker killed
+    with SIGKILL, by the pool or with eval-score, could not): this user's, whose worker pid
+    runs no more. The removed paths."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not name.startswith(SCRATCH_PREFIX) or not pid.isdigit():
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            if os.lstat(path).st_uid != os.geteuid():
+                continue
+            os.kill(int(pid), 0)
+            continue  # its worker (or whoever has that pid now) is alive: leave it
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        if remove_tree(path):
+            removed.append(path)
+    return removed
+
+
 def _discard(setup: Setup, cgroup: resources.Cgroup | None) -> None:
     if cgroup is not None:
         cgroup.remove()
@@ -559,7 +590,7 @@ class Worker:
             cgroup_procs=cgroup.procs if cgroup else [],
             oom_protect=self.root and cgroup is not None,
             scratch=(
-                tempfile.mkdtemp(prefix="llmeval-sandbox-", dir=self.config.get("tmp"))
+                tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=self.config.get("tmp"))
                 if mode == "landlock"
                 else ""
             ),
@@ -622,6 +653,7 @@ class Worker:
                 self.uid_lock = None
         if mode in ("auto", "landlock"):
             try:
+                sweep_scratch(self.config.get("tmp") or tempfile.gettempdir())
                 self.memory_note = self._boxes("landlock")
             except SetupError as exc:
                 errors.append(str(exc))
