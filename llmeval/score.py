@@ -57,6 +57,9 @@ verdicts; 1 for malformed input.
 """
 
 
+MAX_PROGRAM_CHARS = 32 << 20  # a program with its test: as JSON (6 bytes a character at worst) within the job frame
+
+
 def identity(rec: Record) -> str:
     """What makes a scored record unique in an output file (resume)."""
     key = rec.get("key")
@@ -423,6 +426,11 @@ def score(
                 )
             elif rec["scorer"] == CODE_EXEC:
                 program, sanitized = build_program(where, rec, sanitize)
+                size = sum(len(x) for x in (program.code, program.test, program.trusted))
+                if size > MAX_PROGRAM_CHARS:  # the sandbox's channel would refuse it
+                    detail = f"the program is too large to run ({size} characters; the limit is {MAX_PROGRAM_CHARS})"
+                    finish(i, rec, {"status": ERROR, "detail": detail}, started)
+                    continue
                 waiting[i] = (rec, sanitized, started)
                 yield i, program
             else:

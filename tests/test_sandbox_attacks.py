@@ -366,18 +366,21 @@ def test_seccomp_denies_what_tests_never_need(pool):
 
 
 @pytest.mark.skipif(MODE == "landlock", reason="the fallback refuses new processes altogether")
-def test_memory_binds_for_all_processes_together():
-    """Eight processes holding 200 MB each at once against a 512 MB limit: the candidate
-    as a whole is held to the limit (a cgroup, else the zygote sums its processes); they
-    cannot all succeed, the record fails, and the verdict says memory."""
-    code = """
-    import os, time
+@pytest.mark.parametrize("kind", ["private", "shared"])
+def test_memory_binds_for_all_processes_together(kind):
+    """Eight processes holding 200 MB each at once against a 512 MB limit, in private
+    memory or each in a shared mapping of its own (which a sum of private memory would
+    miss): the candidate as a whole is held to the limit (a cgroup, else the zygote sums
+    its processes); they cannot all succeed, the record fails, and the verdict says memory."""
+    alloc = "bytearray(200 << 20)" if kind == "private" else "mmap.mmap(-1, 200 << 20, mmap.MAP_SHARED)"
+    code = f"""
+    import mmap, os, time
     def add(a, b):
         children = []
         for _ in range(8):
             pid = os.fork()
             if pid == 0:
-                block = bytearray(200 << 20)
+                block = {alloc}
                 for i in range(0, len(block), 4096):
                     block[i] = 1
                 time.sleep(2)
@@ -385,7 +388,7 @@ def test_memory_binds_for_all_processes_together():
             children.append(pid)
         held = sum(os.waitpid(pid, 0)[1] == 0 for pid in children)
         if held < 8:
-            raise RuntimeError(f"{held} of 8 held their memory")
+            raise RuntimeError(f"{{held}} of 8 held their memory")
         return a + b
     """
     with SandboxPool(1, Limits(timeout=8.0, memory_mb=512), isolation=MODE) as own:
@@ -557,19 +560,25 @@ def test_unix_sockets_only(pool):
     """Internet, packet and netlink sockets are refused (no test needs them; their packets
     would move the network namespace's counters); Unix sockets, which multiprocessing and
     asyncio use, work. The fallback refuses every socket, socketpairs too (one could send
-    to a host socket by its path)."""
+    to a host socket by its path), and so does a box without a memory cgroup (its memory is
+    polled: socket buffers belong to no process), where pipes cannot grow either."""
+    unix = MODE != "landlock" and "polled" not in pool.description
     passes(pool, probe(with_attempt("""
     for family, kind in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.SOCK_STREAM),
                          (socket.AF_NETLINK, socket.SOCK_RAW), (socket.AF_PACKET, socket.SOCK_DGRAM)):
         attempt(f"socket {family}", socket.socket, family, kind)
     """ + ("""
     attempt("socketpair", socket.socketpair)
-    """ if MODE == "landlock" else """
+    """ if not unix else """
     a_, b_ = socket.socketpair()
     a_.send(b"hi")
     if b_.recv(2) != b"hi":
         found.append("socketpair")
-    """))))
+    """) + ("""
+    import fcntl
+    r_, w_ = os.pipe()
+    attempt("pipe resized", fcntl.fcntl, w_, 1031, 1 << 20)
+    """ if "polled" in pool.description else ""))))
 
 
 def test_a_forged_setup_error_is_the_candidates_own_failure(pool):
@@ -668,6 +677,7 @@ def test_limits_and_scheduling_of_other_processes_are_out_of_reach(pool, sleeper
 
 def test_no_memfd_and_in_the_fallback_no_metadata_changes(pool, tmp_path):
     """memfd pages belong to no process (a polled memory bound would not see them): refused.
+    inotify instances are counted per user, across namespaces: refused.
     In the fallback, where Landlock alone guards the user's files and does not check their
     metadata, chmod, chown, utime and xattrs are refused too."""
     mine = tmp_path / "mine"
@@ -676,6 +686,9 @@ def test_no_memfd_and_in_the_fallback_no_metadata_changes(pool, tmp_path):
     os.chmod(tmp_path, 0o755)
     body = with_attempt("""
     attempt('memfd', os.memfd_create, 'x')
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.inotify_init1(0) >= 0:
+        found.append('inotify')
     """ + ("" if MODE != "landlock" else f"""
     attempt('chmod', os.chmod, {str(mine)!r}, 0)
     attempt('chmod dir', os.chmod, {str(tmp_path)!r}, 0)
@@ -685,3 +698,23 @@ def test_no_memfd_and_in_the_fallback_no_metadata_changes(pool, tmp_path):
     """))
     passes(pool, probe(body))
     assert mine.stat().st_mode & 0o777 == 0o644 and mine.read_text() == "mine"
+
+
+def test_a_wrong_answer_does_not_end_the_candidate_before_its_other_answers(pool):
+    """Killed at its first wrong answer, a candidate alive after it knows that answer
+    passed, and could leave that for a later sample of the same problem (the moment it
+    dies, the page cache). The tester reads every predicted answer before the candidate
+    is ended, so being alive tells it nothing; the verdict stays the first failure."""
+    code = (
+        "import sys, time\n"
+        "def add(a, b):\n"
+        "    if (a, b) == (1, 2):\n"
+        "        return 4\n"  # wrong: the first assert fails
+        "    time.sleep(0.3)\n"
+        "    print('alive after the first answer', flush=True)\n"
+        "    return a + b\n"
+    )
+    test = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n"
+    v = run(pool, {"p": Program(code=code, entry_point="add", test=test)})["p"]
+    assert (v.status, v.detail) == (FAIL, "assertion failed: assert candidate(1, 2) == 3")
+    assert "alive after the first answer" in v.output

@@ -286,7 +286,8 @@ def kill_mid_run_and_check(command: list[str], cwd: Path, marker: str) -> set[in
         time.sleep(0.05)
     assert processes_with(marker), proc.stderr.read().decode() if proc.poll() is not None else ""
     family = {proc.pid} | descendants(proc.pid)
-    score = min(p for p in family if b"eval-score" in _cmdline(p))  # the first: not a worker
+    # eval-score itself: not runuser or env (whose arguments name it too), not a worker
+    score = min(p for p in family if b"eval-score" in _cmdline(p) and _comm(p) not in ("runuser", "env"))
     tree = descendants(score)
     names = {p: _comm(p) for p in tree}
     os.kill(score, signal.SIGKILL)

@@ -79,6 +79,19 @@ def test_code_verdicts_and_generation_errors(pool):
     assert out[2]["score"]["detail"] == "generation failed: prompt too long: 9000 tokens"
 
 
+def test_a_program_too_large_for_the_sandbox_is_an_error_record(pool):
+    """Larger than the sandbox's channel takes: that record is an error saying so, and the
+    run goes on (the worker used to die on it with a traceback)."""
+    from llmeval.score import MAX_PROGRAM_CHARS
+
+    base = next(resolve(["humaneval"], limit=1))
+    huge = "    x = 1\n" * (MAX_PROGRAM_CHARS // 10 + 1) + base["reference"]["canonical_solution"]
+    recs = [with_completion(base, huge, 0), with_completion(base, base["reference"]["canonical_solution"], 1)]
+    out = list(score(numbered(recs), pool, run_id="s"))
+    assert [r["score"]["status"] for r in out] == [ERROR, PASS]
+    assert out[0]["score"]["detail"].startswith("the program is too large to run (")
+
+
 def test_mbpp_asserts_style(pool):
     recs = list(resolve(["mbpp"], data_dirs=[str(FIXTURES)]))
     good = [with_completion(r, r["reference"]["canonical_solution"]) for r in recs]

@@ -162,7 +162,8 @@ SYSCALLS: dict[str, dict[str, int]] = {
                "uselib": 134, "ustat": 136, "sysfs": 139, "nfsservctl": 180, "socket": 41, "socketpair": 53,
                "kill": 62, "tkill": 200, "tgkill": 234, "pidfd_send_signal": 424,
                "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_open": 434,
-               "prlimit64": 302, "sched_setparam": 142, "sched_setscheduler": 144, "sched_setaffinity": 203, "sched_setattr": 314, "setpriority": 141, "ioprio_set": 251, "memfd_create": 319, "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260, "utime": 132, "utimes": 235, "futimesat": 261, "utimensat": 280, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "setxattrat": 463, "removexattrat": 466},
+               "prlimit64": 302, "sched_setparam": 142, "sched_setscheduler": 144, "sched_setaffinity": 203, "sched_setattr": 314, "setpriority": 141, "ioprio_set": 251, "memfd_create": 319, "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260, "utime": 132, "utimes": 235, "futimesat": 261, "utimensat": 280, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "setxattrat": 463, "removexattrat": 466,
+               "inotify_init": 253, "inotify_init1": 294, "fcntl": 72},
     "aarch64": {"ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
                 "pidfd_getfd": 438, "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51,
                 "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "move_mount": 429,
@@ -182,7 +183,7 @@ SYSCALLS: dict[str, dict[str, int]] = {
                 "mq_notify": 184, "mq_getsetattr": 185, "vhangup": 58, "nfsservctl": 42,
                 "socket": 198, "socketpair": 199, "kill": 129, "tkill": 130, "tgkill": 131,
                 "pidfd_send_signal": 424, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
-                "pidfd_open": 434, "prlimit64": 261, "sched_setparam": 118, "sched_setscheduler": 119, "sched_setaffinity": 122, "sched_setattr": 274, "setpriority": 140, "ioprio_set": 30, "memfd_create": 279, "fchmod": 52, "fchmodat": 53, "fchmodat2": 452, "fchown": 55, "fchownat": 54, "utimensat": 88, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "setxattrat": 463, "removexattrat": 466},
+                "pidfd_open": 434, "prlimit64": 261, "sched_setparam": 118, "sched_setscheduler": 119, "sched_setaffinity": 122, "sched_setattr": 274, "setpriority": 140, "ioprio_set": 30, "memfd_create": 279, "fchmod": 52, "fchmodat": 53, "fchmodat2": 452, "fchown": 55, "fchownat": 54, "utimensat": 88, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "setxattrat": 463, "removexattrat": 466, "inotify_init1": 26, "fcntl": 25},
 }  # fmt: skip
 # Calls that act on a process named by their first arguments: a candidate may aim them at
 # itself only (pid 0), never at the zygote or, in the fallback, at the user's processes
@@ -268,6 +269,7 @@ def build_filter(
     no_sockets: bool = False,
     unix_sockets_only: bool = False,
     self_only: bool = False,
+    deny_args: Iterable[tuple[str, int, int]] = (),
     signal_only: int | None = None,
 ) -> Filter:
     """A filter for this architecture: deny (EPERM) the named calls; with ``no_namespaces``,
@@ -275,7 +277,8 @@ def build_filter(
     makes the C library fall back to ``clone``); with ``no_processes``, every new process
     (threads stay allowed); with ``no_sockets``, ``socket()``; with ``unix_sockets_only``,
     ``socket()`` and ``socketpair()`` of any family but ``AF_UNIX``; with ``self_only``, the
-    calls of SELF_ONLY aimed at another process; with ``signal_only=PID``,
+    calls of SELF_ONLY aimed at another process; ``deny_args``: (call, argument index,
+    value) the call is refused with; with ``signal_only=PID``,
     signals to any process but PID and its group. Other architectures' calls are refused."""
     table = SYSCALLS.get(ARCH)
     if table is None or ARCH not in AUDIT_ARCH:
@@ -315,6 +318,11 @@ def build_filter(
             body.append((_JEQ, 0, len(block), table[name]))
             body.extend(block)
         body.append((_LD_ABS, 0, 0, _NR))
+    for name, index, value in deny_args:
+        if name in table and name not in names:
+            block = [(_LD_ABS, 0, 0, _arg_lo(index)), (_JEQ, "EPERM", 0, value), (_LD_ABS, 0, 0, _NR)]
+            body.append((_JEQ, 0, len(block), table[name]))
+            body.extend(block)
     if self_only:
         for name, checks in SELF_ONLY.items():
             if name not in table or name in names:

@@ -323,6 +323,19 @@ class Tester:
             raise _exception(cap(str(msg[1]), 100), cap(str(msg[2]), 1000))
         raise _Died("the candidate sent a malformed message")
 
+    def drain(self) -> None:
+        """After a failed test, read the predicted replies it did not get to (until the
+        deadline): the candidate then ends when its last answer is in, whatever the first
+        wrong one was. Killed at its first wrong answer, it could tell, while still alive,
+        which answers passed, and leave that where a later sample of the same problem finds
+        it (the moment it dies, the page cache). Its replies no longer count."""
+        try:
+            while self.next_predicted < len(self.predicted):
+                self.next_predicted += 1
+                self._reply()
+        except (_Deadline, _Died):
+            pass
+
     def proxy(self, name: str) -> Any:
         def candidate(*args: Any, **kwargs: Any) -> Any:
             return self.call(name, args, kwargs)
@@ -460,6 +473,8 @@ class Trial:
             outcome = FAIL, cap(f"{type(exc).__name__}: {exc}", 500)
         if tester.fault is not None:  # the test swallowed it (a bare except): it still decides
             raise tester.fault
+        if outcome[0] != PASS:
+            tester.drain()
         return outcome
 
 

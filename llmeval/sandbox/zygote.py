@@ -173,8 +173,16 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
         # Limits and scheduling of itself only (not the zygote's: an ordinary user's zygote has
         # the candidate's uid); no memfd (its pages are in no process: the polled memory sum
         # without a cgroup would not see them).
+        # inotify instances are counted per user, across namespaces: none. Without a
+        # memory cgroup (memory summed by polling), no socket and no pipe resized either:
+        # their buffers belong to no process.
+        polled = not cfg["cgroup_procs"]
         per_candidate = kernel.build_filter(
-            ["mount", "umount2", "memfd_create"], unix_sockets_only=True, self_only=True
+            ["mount", "umount2", "memfd_create", "inotify_init", "inotify_init1"],
+            unix_sockets_only=True,
+            no_sockets=polled,
+            self_only=True,
+            deny_args=[("fcntl", 1, F_SETPIPE_SZ)] if polled else [],
         )
         own.install()
     except (OSError, ValueError) as exc:
@@ -316,22 +324,26 @@ def _wait_done(sock: socket.socket, limit: int) -> bool | None:
                 os.kill(-1, signal.SIGKILL)
 
 
+F_SETPIPE_SZ = 1031
+
+
 def _memory_in_use() -> int:
-    """Private resident memory of every process of this PID namespace but init, plus the
-    largest shared part (pages copied on write are counted once)."""
-    private = shared = 0
+    """The proportional set size (Pss) of every process of this PID namespace but init,
+    summed: each page counted once over the processes sharing it, shared memory
+    (MAP_SHARED) included, whoever maps it."""
+    total = 0
     for name in os.listdir("/proc"):
         if not name.isdigit() or name == "1":
             continue
         try:
-            with open(f"/proc/{name}/statm", "rb") as fh:
-                fields = fh.read().split()
-        except OSError:
+            with open(f"/proc/{name}/smaps_rollup", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) << 10
+                        break
+        except (OSError, ValueError, IndexError):
             continue
-        resident, share = int(fields[1]), int(fields[2])
-        private += resident - share
-        shared = max(shared, share)
-    return (private + shared) * os.sysconf("SC_PAGE_SIZE")
+    return total
 
 
 def _kill_all(pid: int | None) -> int:
@@ -570,7 +582,7 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
     def child_filter(how: candidate.Containment) -> None:
         how.extra_env = {"HOME": workdir, "TMPDIR": workdir}
         how.filter = kernel.build_filter(
-            [*kernel.METADATA_CALLS, "memfd_create"],
+            [*kernel.METADATA_CALLS, "memfd_create", "inotify_init", "inotify_init1"],
             no_processes=True,
             no_sockets=True,
             self_only=True,
