@@ -163,7 +163,7 @@ SYSCALLS: dict[str, dict[str, int]] = {
                "kill": 62, "tkill": 200, "tgkill": 234, "pidfd_send_signal": 424,
                "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_open": 434,
                "prlimit64": 302, "sched_setparam": 142, "sched_setscheduler": 144, "sched_setaffinity": 203, "sched_setattr": 314, "setpriority": 141, "ioprio_set": 251, "memfd_create": 319, "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260, "utime": 132, "utimes": 235, "futimesat": 261, "utimensat": 280, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "setxattrat": 463, "removexattrat": 466,
-               "inotify_init": 253, "inotify_init1": 294, "fcntl": 72},
+               "inotify_init": 253, "inotify_init1": 294, "fcntl": 72, "memfd_secret": 447},
     "aarch64": {"ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
                 "pidfd_getfd": 438, "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51,
                 "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "move_mount": 429,
@@ -183,7 +183,8 @@ SYSCALLS: dict[str, dict[str, int]] = {
                 "mq_notify": 184, "mq_getsetattr": 185, "vhangup": 58, "nfsservctl": 42,
                 "socket": 198, "socketpair": 199, "kill": 129, "tkill": 130, "tgkill": 131,
                 "pidfd_send_signal": 424, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
-                "pidfd_open": 434, "prlimit64": 261, "sched_setparam": 118, "sched_setscheduler": 119, "sched_setaffinity": 122, "sched_setattr": 274, "setpriority": 140, "ioprio_set": 30, "memfd_create": 279, "fchmod": 52, "fchmodat": 53, "fchmodat2": 452, "fchown": 55, "fchownat": 54, "utimensat": 88, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "setxattrat": 463, "removexattrat": 466, "inotify_init1": 26, "fcntl": 25},
+                "pidfd_open": 434, "prlimit64": 261, "sched_setparam": 118, "sched_setscheduler": 119, "sched_setaffinity": 122, "sched_setattr": 274, "setpriority": 140, "ioprio_set": 30, "memfd_create": 279, "fchmod": 52, "fchmodat": 53, "fchmodat2": 452, "fchown": 55, "fchownat": 54, "utimensat": 88, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "setxattrat": 463, "removexattrat": 466, "inotify_init1": 26, "fcntl": 25,
+                "memfd_secret": 447},
 }  # fmt: skip
 # Calls that act on a process named by their first arguments: a candidate may aim them at
 # itself only (pid 0), never at the zygote or, in the fallback, at the user's processes

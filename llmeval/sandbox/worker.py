@@ -258,6 +258,7 @@ class Tester:
         # They are BaseExceptions, but a test's bare ``except:`` still catches them: every
         # later call raises it again, and Trial.run raises it when the test returns.
         self.fault: BaseException | None = None
+        self.answers: list[tuple[str, Any]] = []  # (kind, value) of each predicted call
 
     def _reply(self) -> list[Any]:
         try:
@@ -305,13 +306,19 @@ class Tester:
         self.calls += 1
         enc_args, enc_kwargs = encode(list(args)), encode(kwargs)
         if self.next_predicted < len(self.predicted):
-            # Its reply is on the way already: the call must be exactly the predicted one.
+            # Its answer is in already: the call must be exactly the predicted one.
             if orjson.dumps([name, enc_args, enc_kwargs]) != self.predicted[self.next_predicted]:
                 raise _Mispredicted
+            kind, value = self.answers[self.next_predicted]
             self.next_predicted += 1
-        else:
-            _write(self.call_w, _frame(["call", name, enc_args, enc_kwargs]), self.deadline)
-        msg = self._reply()
+            if kind == "ok":
+                return value
+            raise value
+        _write(self.call_w, _frame(["call", name, enc_args, enc_kwargs]), self.deadline)
+        return self._answer(self._reply())
+
+    def _answer(self, msg: list[Any]) -> Any:
+        """The value of one reply, or the candidate's exception raised."""
         if msg[0] == "ok" and len(msg) == 2:
             try:
                 return decode(msg[1])
@@ -323,18 +330,23 @@ class Tester:
             raise _exception(cap(str(msg[1]), 100), cap(str(msg[2]), 1000))
         raise _Died("the candidate sent a malformed message")
 
-    def drain(self) -> None:
-        """After a failed test, read the predicted replies it did not get to (until the
-        deadline): the candidate then ends when its last answer is in, whatever the first
-        wrong one was. Killed at its first wrong answer, it could tell, while still alive,
-        which answers passed, and leave that where a later sample of the same problem finds
-        it (the moment it dies, the page cache). Its replies no longer count."""
-        try:
-            while self.next_predicted < len(self.predicted):
-                self.next_predicted += 1
-                self._reply()
-        except (_Deadline, _Died):
-            pass
+    def collect(self) -> None:
+        """Read and decode the answers to every predicted call before the test runs (until
+        one fails to come: the deadline, the candidate gone). What the candidate can see of
+        the tester (how fast its answers are read, when it is ended) then does not depend
+        on which answer is wrong: were the test run answer by answer, a candidate still alive
+        (or read on) after its first answers would know they passed, and could leave that
+        where a later sample of the same problem finds it (the moment it dies, the page
+        cache). The verdict is still the test's, in its order: the first failure."""
+        self.answers = []
+        for _ in self.predicted:
+            try:
+                self.answers.append(("ok", self._answer(self._reply())))
+            except (_Deadline, _Died) as exc:
+                self.answers.append(("fault", exc))
+                return
+            except Exception as exc:  # noqa: BLE001 - the candidate's exception, for its call
+                self.answers.append(("exc", exc))
 
     def proxy(self, name: str) -> Any:
         def candidate(*args: Any, **kwargs: Any) -> Any:
@@ -457,6 +469,7 @@ class Trial:
             tester.wait_loaded()
         except _LoadError as exc:
             return FAIL, f"the code does not load: {exc}"
+        tester.collect()
         random.seed(0)  # tests that draw random inputs draw the same ones every run
         outcome: tuple[str, str | None] = (PASS, None)
         try:
@@ -473,8 +486,6 @@ class Trial:
             outcome = FAIL, cap(f"{type(exc).__name__}: {exc}", 500)
         if tester.fault is not None:  # the test swallowed it (a bare except): it still decides
             raise tester.fault
-        if outcome[0] != PASS:
-            tester.drain()
         return outcome
 
 

@@ -178,7 +178,7 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
         # their buffers belong to no process.
         polled = not cfg["cgroup_procs"]
         per_candidate = kernel.build_filter(
-            ["mount", "umount2", "memfd_create", "inotify_init", "inotify_init1"],
+            ["mount", "umount2", "memfd_create", "memfd_secret", "inotify_init", "inotify_init1"],
             unix_sockets_only=True,
             no_sockets=polled,
             self_only=True,
@@ -582,7 +582,7 @@ def _landlock_zygote(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragm
     def child_filter(how: candidate.Containment) -> None:
         how.extra_env = {"HOME": workdir, "TMPDIR": workdir}
         how.filter = kernel.build_filter(
-            [*kernel.METADATA_CALLS, "memfd_create", "inotify_init", "inotify_init1"],
+            [*kernel.METADATA_CALLS, "memfd_create", "memfd_secret", "inotify_init", "inotify_init1"],
             no_processes=True,
             no_sockets=True,
             self_only=True,
