@@ -186,10 +186,11 @@ SYSCALLS: dict[str, dict[str, int]] = {
                 "pidfd_open": 434, "prlimit64": 261, "sched_setparam": 118, "sched_setscheduler": 119, "sched_setaffinity": 122, "sched_setattr": 274, "setpriority": 140, "ioprio_set": 30, "memfd_create": 279, "fchmod": 52, "fchmodat": 53, "fchmodat2": 452, "fchown": 55, "fchownat": 54, "utimensat": 88, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "setxattrat": 463, "removexattrat": 466, "inotify_init1": 26, "fcntl": 25,
                 "memfd_secret": 447},
 }  # fmt: skip
+ArgRules = dict[str, tuple[tuple[int, int], ...]]  # call: (argument index, value allowed)...
 # Calls that act on a process named by their first arguments: a candidate may aim them at
 # itself only (pid 0), never at the zygote or, in the fallback, at the user's processes
-# (same uid): limits, scheduling, priority. (call: (argument index, the value allowed)...)
-SELF_ONLY = {
+# (same uid): limits, scheduling, priority.
+SELF_ONLY: ArgRules = {
     "prlimit64": ((0, 0),),
     "sched_setparam": ((0, 0),),
     "sched_setscheduler": ((0, 0),),
@@ -198,6 +199,7 @@ SELF_ONLY = {
     "setpriority": ((0, 0), (1, 0)),  # PRIO_PROCESS, who = 0
     "ioprio_set": ((0, 1), (1, 0)),  # IOPRIO_WHO_PROCESS, who = 0
 }
+UNIX_SOCKETS_ONLY: ArgRules = {"socket": ((0, AF_UNIX),), "socketpair": ((0, AF_UNIX),)}
 # What Landlock does not check (metadata of files it may otherwise only read): denied in the
 # fallback, where the user's own files are on the other side of Landlock alone.
 METADATA_CALLS = (
@@ -262,6 +264,24 @@ class Filter:
             raise _fail("seccomp")
 
 
+def _allowed_only_with(
+    rules: ArgRules, table: dict[str, int], denied: set[str]
+) -> list[Any]:
+    """Filter blocks allowing each call of ``rules`` only when every (argument index, value)
+    of its rule holds, EPERM otherwise (calls denied outright, or unknown here, skipped)."""
+    body: list[Any] = []
+    for name, checks in rules.items():
+        if name not in table or name in denied:
+            continue
+        block: list[Any] = []
+        for k, (index, value) in enumerate(checks):
+            last = k == len(checks) - 1
+            block += [(_LD_ABS, 0, 0, _arg_lo(index)), (_JEQ, "ALLOW" if last else 0, "EPERM", value)]
+        body.append((_JEQ, 0, len(block), table[name]))
+        body.extend(block)
+    return [*body, (_LD_ABS, 0, 0, _NR)] if body else body
+
+
 def build_filter(
     deny: Iterable[str] = (),
     *,
@@ -313,28 +333,15 @@ def build_filter(
         body.append((_JEQ, 0, len(block), table["clone"]))
         body.extend(block)
         body.append((_LD_ABS, 0, 0, _NR))
-    if unix_sockets_only and not no_sockets:
-        for name in ("socket", "socketpair"):
-            block = [(_LD_ABS, 0, 0, _arg_lo(0)), (_JEQ, "ALLOW", "EPERM", AF_UNIX)]
-            body.append((_JEQ, 0, len(block), table[name]))
-            body.extend(block)
-        body.append((_LD_ABS, 0, 0, _NR))
+    if unix_sockets_only:
+        body += _allowed_only_with(UNIX_SOCKETS_ONLY, table, names)
     for name, index, value in deny_args:
         if name in table and name not in names:
             block = [(_LD_ABS, 0, 0, _arg_lo(index)), (_JEQ, "EPERM", 0, value), (_LD_ABS, 0, 0, _NR)]
             body.append((_JEQ, 0, len(block), table[name]))
             body.extend(block)
     if self_only:
-        for name, checks in SELF_ONLY.items():
-            if name not in table or name in names:
-                continue
-            block = []
-            for k, (index, value) in enumerate(checks):
-                last = k == len(checks) - 1
-                block += [(_LD_ABS, 0, 0, _arg_lo(index)), (_JEQ, "ALLOW" if last else 0, "EPERM", value)]
-            body.append((_JEQ, 0, len(block), table[name]))
-            body.extend(block)
-        body.append((_LD_ABS, 0, 0, _NR))
+        body += _allowed_only_with(SELF_ONLY, table, names)
     if signal_only is not None:
         # kill(pid)/rt_sigqueueinfo(pid): allowed for pid, -pid (its group) and 0 (its group);
         # tkill/tgkill/rt_tgsigqueueinfo: allowed for threads of pid.

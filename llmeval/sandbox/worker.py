@@ -728,9 +728,13 @@ class Worker:
 
     # ------------------------------------------------------------------ jobs
 
+    def timeout(self, job: dict[str, Any]) -> float:
+        """A job's wall-clock seconds for its program."""
+        return float(job.get("timeout") or self.limits.timeout)
+
     def run(self, job: dict[str, Any]) -> Verdict:
         program = Program(**job["program"])
-        timeout = float(job.get("timeout") or self.limits.timeout)
+        timeout = self.timeout(job)
         start = time.monotonic()
         verdict = self._attempt(program, timeout, speculate=True)
         if verdict is None:  # mispredicted: the same program again, call by call
@@ -896,8 +900,7 @@ def main() -> None:  # pragma: no cover - the worker process
             # crafted to share a hash) runs no signal handler, not even the SIGTERM that
             # eval-score's death sends. Past the pool's budget for the job (the pool kills
             # the worker first while eval-score lives), SIGALRM's default action ends it.
-            timeout = float(job.get("timeout") or worker.limits.timeout)
-            signal.setitimer(signal.ITIMER_REAL, budget(timeout) + STALL_AFTER)
+            signal.setitimer(signal.ITIMER_REAL, budget(worker.timeout(job)) + STALL_AFTER)
             verdict = worker.run(job)
             signal.setitimer(signal.ITIMER_REAL, 0)
             wire.send(1, {"id": job["id"], **vars(verdict)})  # flat: asdict would deep-copy

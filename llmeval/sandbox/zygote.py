@@ -159,6 +159,7 @@ def anchor(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cove
 
 def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover - PID 1
     root = cfg["host_uid"] is not None
+    watch = not cfg["cgroup_procs"]  # without a memory cgroup, sum the processes ourselves
     try:
         kernel.set_name("llmeval-zygote")
         notes = _build_root(cfg)
@@ -168,21 +169,18 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
         kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
         kernel.clear_bounding_set()
         own = kernel.build_filter(kernel.DENIED, no_namespaces=True)
-        # Sockets of the Unix family only: with no packet sent, the network namespace's
-        # counters (/proc/net/snmp), which outlive a candidate, stay as they were.
-        # Limits and scheduling of itself only (not the zygote's: an ordinary user's zygote has
-        # the candidate's uid); no memfd (its pages are in no process: the polled memory sum
-        # without a cgroup would not see them).
-        # inotify instances are counted per user, across namespaces: none. Without a
-        # memory cgroup (memory summed by polling), no socket and no pipe resized either:
-        # their buffers belong to no process.
-        polled = not cfg["cgroup_procs"]
+        # Each candidate adds: sockets of the Unix family only (with no packet sent, the
+        # network namespace's counters, which outlive it, stay as they were); limits and
+        # scheduling of itself only (an ordinary user's zygote has the candidate's uid); no
+        # memfd (its pages are in no process: a polled memory sum would not see them); no
+        # inotify (instances are counted per user, across namespaces). Where memory is
+        # polled, no socket at all and no pipe resized: their buffers belong to no process.
         per_candidate = kernel.build_filter(
             ["mount", "umount2", "memfd_create", "memfd_secret", "inotify_init", "inotify_init1"],
             unix_sockets_only=True,
-            no_sockets=polled,
+            no_sockets=watch,
             self_only=True,
-            deny_args=[("fcntl", 1, F_SETPIPE_SZ)] if polled else [],
+            deny_args=[("fcntl", 1, F_SETPIPE_SZ)] if watch else [],
         )
         own.install()
     except (OSError, ValueError) as exc:
@@ -207,7 +205,6 @@ def _init(sock: socket.socket, cfg: dict[str, Any]) -> None:  # pragma: no cover
         notes.append(f"pids not reset between candidates ({exc.strerror})")
     cand_uid = SANDBOX_UID if cfg["userns"] else cfg["host_uid"]
     tmp_opts = f"size={cfg['tmp_mb']}m,nr_inodes=4096,mode=0700,uid={cand_uid},gid={cand_uid}"
-    watch = not cfg["cgroup_procs"]  # without a memory cgroup, sum the processes ourselves
     sock.send(json_dumps({"ok": True, "notes": notes}))
 
     def prepare() -> tuple[int, int, tuple[int, int]]:
@@ -734,19 +731,18 @@ def remove_tree(path: str) -> bool:
                 continue
             if not names:
                 break
-            done = os.fstat(fd)
+            done = ids.pop()  # the directory open in fd (checked when it was entered)
             parent = os.open("..", flags, dir_fd=fd)
             os.close(fd)
             fd = parent
             up = os.fstat(fd)
-            ids.pop()
             if (up.st_dev, up.st_ino) != ids[-1]:  # moved: ".." is no longer where we came from
                 return False
             name = names.pop()
             try:
                 os.rmdir(name, dir_fd=fd)
             except OSError:
-                stuck.add((done.st_dev, done.st_ino))
+                stuck.add(done)
     except OSError:
         pass
     finally:
